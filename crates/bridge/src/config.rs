@@ -1,0 +1,171 @@
+//! The configuration file as written by operators.
+//!
+//! These serde types mirror the TOML one to one and reject unknown keys, so a typo is an error
+//! naming the key, the file and the line rather than a setting silently ignored.
+//! [`Config::validate`](crate::registry) turns them into the runtime [`Registry`](crate::registry::Registry).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Default listen address: loopback, so a fresh install is not exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default cap on a request body (long prompts and base64 images fit comfortably).
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 64 << 20;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+/// `[server]`: the client-facing listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; `--listen` overrides it. Default [`DEFAULT_LISTEN`].
+    pub listen: Option<String>,
+    /// Largest request body accepted, in bytes; larger ones get 413 without being read.
+    pub max_request_bytes: Option<u64>,
+}
+
+/// `[auth]`: client keys. With none configured Bridge accepts every caller (and warns).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// `[[auth.keys]]`: one client key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Shown in logs and metrics in place of the key, which is never logged.
+    pub name: String,
+    /// The key itself, written in the file (prefer `key_env` or `key_file`).
+    pub key: Option<String>,
+    /// Environment variable holding the key.
+    pub key_env: Option<String>,
+    /// File holding the key (surrounding whitespace ignored), e.g. a mounted secret.
+    pub key_file: Option<String>,
+    /// Model ids this key may use; absent means every model.
+    pub models: Option<Vec<String>>,
+}
+
+/// `[[models]]`: a model that clients address as `baseten.model_id`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub id: String,
+    /// Deployment that serves when the client names none. May be omitted when the model has
+    /// exactly one deployment.
+    pub production: Option<String>,
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+/// The protocol a deployment's replicas speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// An OpenAI-compatible engine (vLLM, SGLang, TGI, llama.cpp server): proxied as it is.
+    #[default]
+    Openai,
+    /// A plain predict endpoint, reached through an adapter.
+    Predict,
+}
+
+/// `[[models.deployments]]`: one deployment of a model.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub id: String,
+    #[serde(default)]
+    pub api: Api,
+    /// For `openai`: base URLs ending where `/chat/completions` is appended (usually `/v1`).
+    pub replicas: Vec<String>,
+    /// The engine's model name, used when a client routes with `model = "baseten/..."`.
+    /// Unset: asked of the replica's `GET /models` once and cached.
+    pub served_model: Option<String>,
+    /// Environment variable with the engine's API key, sent as `Authorization: Bearer`.
+    pub api_key_env: Option<String>,
+    /// File with the engine's API key.
+    pub api_key_file: Option<String>,
+}
+
+/// A configuration that could not be loaded; the message names the file and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and parses `path`. Syntax errors and unknown keys come with their line and column.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::parse(&text, &name)
+    }
+
+    /// Parses TOML text; `name` is used in error messages.
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError {
+            source_name: name.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_file_and_line() {
+        let text =
+            "[server]\nlisten = \"127.0.0.1:1\"\n\n[[models]]\nid = \"m\"\nproduciton = \"x\"\n";
+        let err = Config::parse(text, "bridge.toml").unwrap_err().to_string();
+        assert!(err.starts_with("bridge.toml:"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
+        assert!(err.contains("produciton"), "{err}");
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = r#"
+            [server]
+            listen = "127.0.0.1:8080"
+            [[auth.keys]]
+            name = "team-a"
+            key = "k"
+            models = ["llama"]
+            [[models]]
+            id = "llama"
+            production = "v2"
+            [[models.deployments]]
+            id = "v2"
+            api = "openai"
+            replicas = ["http://10.0.0.5:8000/v1"]
+            served_model = "meta-llama/Llama-3.1-8B-Instruct"
+            api_key_env = "VLLM_KEY"
+        "#;
+        let config = Config::parse(text, "t").unwrap();
+        assert_eq!(config.models[0].deployments[0].api, Api::Openai);
+        assert_eq!(
+            config.auth.keys[0].models.as_deref(),
+            Some(&["llama".to_string()][..])
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! The one place where failures become responses.
+//!
+//! Every stage returns an [`ApiError`]; [`ApiError::into_response`] writes it in the OpenAI error
+//! envelope `{"error": {"message", "type", "param", "code"}}` with `code` a string or null, which
+//! is what every official SDK parses (vLLM's integer `code` breaks strict clients, so errors
+//! relayed from engines are normalised here too). [`ApiError::sse_event`] writes the same envelope
+//! as an in-band stream event for failures after a 200 was sent.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::ResBody;
+
+/// A failure to report to the client, already classified. Boxed so that `Result`s on the hot
+/// path stay one word wide; errors are the cold path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError(Box<ErrorFields>);
+
+/// The parts of an [`ApiError`], reachable through `Deref`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub status: StatusCode,
+    /// OpenAI's `type`, e.g. `invalid_request_error`.
+    pub kind: Cow<'static, str>,
+    pub message: Cow<'static, str>,
+    /// The request field at fault, dotted (`baseten.model_id`), when there is one.
+    pub param: Option<Cow<'static, str>>,
+    pub code: Option<Cow<'static, str>>,
+    /// Seconds for a `retry-after` header; the SDKs honour it between 0 and 120 s.
+    pub retry_after: Option<u32>,
+    /// Methods for the `allow` header of a 405.
+    pub allow: Option<&'static str>,
+}
+
+/// How to tell a client to pass routing information; included in every routing 400.
+pub const ROUTING_HINT: &str = "pass extra_body={\"baseten\": {\"model_id\": \"<model id>\"}} \
+(optionally with \"deployment_id\"), or set model to \"baseten/<model id>\" or \
+\"baseten/<model id>/<deployment id>\"";
+
+impl std::ops::Deref for ApiError {
+    type Target = ErrorFields;
+    fn deref(&self) -> &ErrorFields {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ErrorFields {
+        &mut self.0
+    }
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        ApiError(Box::new(ErrorFields {
+            status,
+            kind: Cow::Borrowed(kind),
+            message: message.into(),
+            param: None,
+            code: None,
+            retry_after: None,
+            allow: None,
+        }))
+    }
+
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// A client mistake in the request (400).
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn unauthorized(message: &'static str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
+            .with_code("invalid_api_key")
+    }
+
+    /// Unknown model. Also used, word for word, for a model outside the caller's allow-list.
+    pub fn model_not_found(model_id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            format!("model '{model_id}' does not exist or is not available to this API key"),
+        )
+        .with_param("baseten.model_id")
+        .with_code("model_not_found")
+    }
+
+    pub fn deployment_not_found(model_id: &str, deployment_id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            format!("model '{model_id}' has no deployment '{deployment_id}'"),
+        )
+        .with_param("baseten.deployment_id")
+        .with_code("deployment_not_found")
+    }
+
+    pub fn payload_too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+        .with_code("request_too_large")
+    }
+
+    /// The engine could not be reached or broke the connection before answering (502).
+    pub fn bad_gateway(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "server_error", message)
+            .with_code("upstream_unavailable")
+    }
+
+    /// The engine did not answer in time (504).
+    pub fn gateway_timeout(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message)
+            .with_code("upstream_timeout")
+    }
+
+    pub fn internal(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    /// The envelope as JSON bytes.
+    pub fn body(&self) -> Bytes {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            message: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            param: Option<&'a str>,
+            code: Option<&'a str>,
+        }
+        let envelope = Envelope {
+            error: Inner {
+                message: &self.message,
+                kind: &self.kind,
+                param: self.param.as_deref(),
+                code: self.code.as_deref(),
+            },
+        };
+        // Serialising plain strings cannot fail.
+        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+    }
+
+    /// The envelope as one in-band SSE event (`data: {...}` and a blank line).
+    pub fn sse_data(&self) -> Bytes {
+        self.sse_with_tail(b"\n\n")
+    }
+
+    /// The envelope as an in-band SSE event followed by the end-of-stream marker, for failures
+    /// after streaming began: the SDKs raise `APIError` for it instead of ending silently.
+    pub fn sse_event(&self) -> Bytes {
+        self.sse_with_tail(b"\n\ndata: [DONE]\n\n")
+    }
+
+    fn sse_with_tail(&self, tail: &[u8]) -> Bytes {
+        let body = self.body();
+        let mut out = Vec::with_capacity(body.len() + 6 + tail.len());
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&body);
+        out.extend_from_slice(tail);
+        Bytes::from(out)
+    }
+
+    /// The HTTP response for this error.
+    pub fn into_response(self) -> Response<ResBody> {
+        let mut response = Response::new(ResBody::full(self.body()));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.status.is_client_error() && self.retry_after.is_none() {
+            // A client mistake will fail the same way again: tell the SDKs not to retry.
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        response
+    }
+
+    /// Normalises an error body from an engine into the envelope, keeping its message.
+    /// Understands the OpenAI shape (with integer or string `code`), vLLM's older flat shape
+    /// `{"object": "error", "message": ...}`, `{"error": "text"}`, `{"detail": ...}` (FastAPI),
+    /// and plain text.
+    pub fn from_engine(status: StatusCode, body: &[u8]) -> Self {
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let fallback_kind = if status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        let mut error = Self::new(status, fallback_kind, "");
+        let object = match &parsed {
+            Some(serde_json::Value::Object(map)) => match map.get("error") {
+                Some(serde_json::Value::Object(inner)) => Some(inner),
+                Some(serde_json::Value::String(text)) => {
+                    error.message = Cow::Owned(text.clone());
+                    None
+                }
+                _ => Some(map),
+            },
+            _ => None,
+        };
+        if let Some(obj) = object {
+            error.message = match obj.get("message").or_else(|| obj.get("detail")) {
+                Some(serde_json::Value::String(s)) => Cow::Owned(s.clone()),
+                Some(other) => Cow::Owned(other.to_string()),
+                None => Cow::Borrowed(""),
+            };
+            if let Some(serde_json::Value::String(kind)) = obj.get("type") {
+                error.kind = Cow::Owned(kind.clone());
+            }
+            error.param = scalar_string(obj.get("param")).map(Cow::Owned);
+            error.code = scalar_string(obj.get("code")).map(Cow::Owned);
+        } else if parsed.is_none() {
+            let text = String::from_utf8_lossy(body);
+            error.message = Cow::Owned(text.trim().chars().take(4096).collect());
+        }
+        if error.message.is_empty() {
+            error.message = Cow::Owned(format!("the engine answered {status} with no message"));
+        }
+        error
+    }
+}
+
+/// A JSON scalar as a string (integers become their decimal form), null and containers as None.
+fn scalar_string(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner(e: &ApiError) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap_or_default();
+        v["error"].clone()
+    }
+
+    #[test]
+    fn vllm_integer_code_becomes_string() {
+        let body =
+            br#"{"error":{"message":"bad","type":"BadRequestError","param":"x","code":400}}"#;
+        let e = ApiError::from_engine(StatusCode::BAD_REQUEST, body);
+        let v = inner(&e);
+        assert_eq!(v["code"], "400");
+        assert_eq!(v["message"], "bad");
+        assert_eq!(v["type"], "BadRequestError");
+        assert_eq!(v["param"], "x");
+    }
+
+    #[test]
+    fn flat_and_text_shapes_keep_the_message() {
+        let flat = br#"{"object":"error","message":"too long","type":"BadRequestError","param":null,"code":400}"#;
+        assert_eq!(
+            inner(&ApiError::from_engine(StatusCode::BAD_REQUEST, flat))["message"],
+            "too long"
+        );
+        let text = ApiError::from_engine(StatusCode::INTERNAL_SERVER_ERROR, b"boom\n");
+        assert_eq!(inner(&text)["message"], "boom");
+        assert_eq!(inner(&text)["type"], "server_error");
+        let detail = ApiError::from_engine(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"detail":[{"loc":1}]}"#,
+        );
+        assert_eq!(inner(&detail)["message"], r#"[{"loc":1}]"#);
+        let empty = ApiError::from_engine(StatusCode::BAD_GATEWAY, b"");
+        assert!(inner(&empty)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("502"));
+    }
+
+    #[test]
+    fn sse_event_is_envelope_then_done() {
+        let e = ApiError::bad_gateway("gone");
+        let text = String::from_utf8(e.sse_event().to_vec()).unwrap_or_default();
+        assert!(text.starts_with("data: {\"error\":{\"message\":\"gone\""));
+        assert!(text.ends_with("\n\ndata: [DONE]\n\n"));
+    }
+}

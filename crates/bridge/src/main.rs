@@ -1,0 +1,189 @@
+//! The `bridge` command: parses the command line, loads the config, sets up logging and hands
+//! over to the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use bridge::config::Config;
+use bridge::sim::{self, SimConfig};
+use bridge::{demo, AppState};
+
+#[derive(Parser)]
+#[command(
+    name = "bridge",
+    version,
+    about = "A fast, self-hosted OpenAI-compatible inference bridge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Bridge. Without --config it serves the built-in demo model `demo`.
+    Serve {
+        /// TOML config file (see the README's configuration reference).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on, overriding the config's [server] listen (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// TEST TOOL: run a simulated OpenAI-compatible engine (canned answers, no model).
+    ///
+    /// Used by Bridge's tests, benchmarks and demo. Requests may carry a `simulate` object to
+    /// trigger faults (status, fail_after, error_after, no_done, delay_ms, chunks, gap_ms,
+    /// reply, echo).
+    Simulate {
+        /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: String,
+        /// Content chunks per streamed answer.
+        #[arg(long, default_value_t = 8)]
+        chunks: usize,
+        /// Milliseconds between streamed chunks.
+        #[arg(long, default_value_t = 0)]
+        gap_ms: u64,
+        /// Model name the engine reports.
+        #[arg(long, default_value = "bridge-sim")]
+        model: String,
+        /// Environment variable holding an API key the engine requires (like vLLM's --api-key).
+        #[arg(long)]
+        api_key_env: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bridge: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Simulate {
+            listen,
+            chunks,
+            gap_ms,
+            model,
+            api_key_env,
+        } => {
+            let api_key = match api_key_env {
+                Some(var) => Some(
+                    std::env::var(&var)
+                        .map_err(|_| format!("environment variable {var} is not set"))?,
+                ),
+                None => None,
+            };
+            let listener = bind(&listen).await?;
+            let config = SimConfig {
+                model,
+                chunks,
+                gap: Duration::from_millis(gap_ms),
+                api_key,
+            };
+            sim::run(listener, config, shutdown_signal()).await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(), String> {
+    let (engine_stop, engine_stopped) = oneshot::channel::<()>();
+    let registry = match &config_path {
+        Some(path) => {
+            let name = path.display().to_string();
+            let mut config = Config::load(path).map_err(|e| e.to_string())?;
+            if listen.is_some() {
+                config.server.listen = listen;
+            }
+            config.validate(&name).map_err(|e| e.to_string())?
+        }
+        None => {
+            tracing::info!(
+                "no --config given: serving the built-in demo model '{}'",
+                demo::DEMO_MODEL
+            );
+            demo::start(listen, async {
+                let _ = engine_stopped.await;
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+    };
+    let listener = bind(&registry.listen.to_string()).await?;
+    bridge::run(
+        listener,
+        std::sync::Arc::new(AppState::new(registry)),
+        shutdown_signal(),
+    )
+    .await;
+    let _ = engine_stop.send(());
+    Ok(())
+}
+
+/// Binds `addr` and announces the actual address on stdout (scripts read this line when they
+/// asked for port 0).
+async fn bind(addr: &str) -> Result<TcpListener, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{local}");
+    let _ = std::io::stdout().flush();
+    tracing::info!("listening on http://{local}");
+    Ok(listener)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stop requested: draining requests in flight");
+}

@@ -1,0 +1,177 @@
+//! The request pipeline for the forwarded routes, one function per stage:
+//! authenticate → read body → route → resolve deployment → pick replica → send → relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::Caller;
+use crate::body::{ReqBody, ResBody};
+use crate::error::ApiError;
+use crate::registry::{Deployment, Endpoint, Registry, Replica};
+use crate::relay::relay;
+use crate::routing::{route, Routing};
+use crate::upstream::{build_request, prepare_headers};
+use crate::AppState;
+
+/// Time allowed to ask a replica for its model name.
+const MODEL_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Forwards one request to `endpoint` on the deployment it names.
+pub async fn forward(
+    state: &AppState,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+    request_id: &HeaderValue,
+) -> Result<Response<ResBody>, ApiError> {
+    let registry = state.registry();
+    let caller = registry.keys.authenticate(request.headers())?;
+    let (mut parts, body) = request.into_parts();
+    check_content_type(&parts.headers)?;
+    let body = read_body(body, &parts.headers, registry.max_request_bytes).await?;
+    let routed = route(&body)?;
+    let deployment = resolve(&registry, caller, &routed.routing)?;
+    let new_model = match routed.routing.from_model_name {
+        true => Some(served_model(state, deployment).await?),
+        false => None,
+    };
+    let upstream_body = routed.upstream_body(&body, new_model.as_deref());
+    drop(body);
+    let replica = pick(deployment);
+    tracing::debug!(
+        key = caller.name(),
+        model = %deployment.model_id,
+        deployment = %deployment.id,
+        replica = %replica.base,
+        "forwarding"
+    );
+    prepare_headers(
+        &mut parts.headers,
+        request_id,
+        deployment.upstream_auth.as_ref(),
+        upstream_body.len(),
+    );
+    let upstream_request = build_request(
+        Method::POST,
+        replica.uri(endpoint),
+        parts.headers,
+        upstream_body,
+    );
+    let response = state.upstream.send(upstream_request).await?;
+    relay(response).await
+}
+
+/// JSON bodies only; a missing content type is accepted (many hand-written clients omit it).
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    if essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "invalid_request_error",
+        format!("Content-Type must be application/json, not '{essence}'"),
+    )
+    .with_code("unsupported_media_type"))
+}
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit`: at once from
+/// `content-length`, or while reading a chunked body (the rest is never buffered).
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::payload_too_large(limit))
+        }
+        Err(e) => Err(
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+                .with_code("body_read_failed"),
+        ),
+    }
+}
+
+/// Finds the deployment. A model the caller may not use is reported exactly like an unknown
+/// one, so a key learns nothing about models outside its allow-list.
+fn resolve<'r>(
+    registry: &'r Registry,
+    caller: Caller<'_>,
+    routing: &Routing,
+) -> Result<&'r Arc<Deployment>, ApiError> {
+    let model = registry
+        .model(&routing.model_id)
+        .filter(|_| caller.allows(&routing.model_id))
+        .ok_or_else(|| ApiError::model_not_found(&routing.model_id))?;
+    let deployment_id = routing
+        .deployment_id
+        .as_deref()
+        .unwrap_or(&model.production);
+    model.deployments.get(deployment_id).ok_or_else(|| {
+        let e = ApiError::deployment_not_found(&model.id, deployment_id);
+        if routing.from_model_name {
+            e.with_param("model")
+        } else {
+            e
+        }
+    })
+}
+
+/// Chooses the replica to send to.
+fn pick(deployment: &Deployment) -> &Replica {
+    &deployment.replicas[fastrand::usize(..deployment.replicas.len())]
+}
+
+/// The engine's own model name, for requests routed by `model = "baseten/..."`: the configured
+/// `served_model`, else what a replica reports at `GET /models` (asked once, then cached).
+async fn served_model(state: &AppState, deployment: &Deployment) -> Result<Arc<str>, ApiError> {
+    if let Some(name) = &deployment.served_model {
+        return Ok(Arc::from(name.as_str()));
+    }
+    let name = deployment
+        .reported_model
+        .get_or_try_init(|| async {
+            let replica = pick(deployment);
+            let mut headers = HeaderMap::new();
+            if let Some(auth) = &deployment.upstream_auth {
+                headers.insert(header::AUTHORIZATION, auth.clone());
+            }
+            let request = build_request(Method::GET, replica.uri(Endpoint::Models), headers, ReqBody::empty());
+            let lookup = async {
+                let response = state.upstream.send(request).await?;
+                let body = Limited::new(response.into_body(), 1 << 20).collect().await;
+                let bytes = body.map(|c| c.to_bytes()).unwrap_or_default();
+                let list: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                list["data"][0]["id"].as_str().map(Arc::<str>::from).ok_or_else(|| {
+                    ApiError::bad_gateway(format!(
+                        "the engine at {} did not report a model name at /models; set served_model for deployment '{}'",
+                        replica.base, deployment.id
+                    ))
+                })
+            };
+            tokio::time::timeout(MODEL_LOOKUP_TIMEOUT, lookup).await.map_err(|_| {
+                ApiError::gateway_timeout(format!("the engine at {} did not list its models in time", replica.base))
+            })?
+        })
+        .await?;
+    Ok(name.clone())
+}

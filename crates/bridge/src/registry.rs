@@ -1,0 +1,324 @@
+//! The validated, runtime form of the configuration: what requests are routed against.
+//!
+//! Everything that can be worked out once is worked out here (upstream URIs per route, the
+//! `Authorization` header for each engine, key digests), so the request path only does lookups.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Uri};
+use tokio::sync::OnceCell;
+
+use crate::auth::{ApiKey, Keys};
+use crate::config::{
+    Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig, DEFAULT_LISTEN,
+    DEFAULT_MAX_REQUEST_BYTES,
+};
+
+/// Longest model or deployment id accepted in config (and so worth looking up).
+pub const MAX_ID_LEN: usize = 256;
+
+/// Runtime routing table and settings.
+#[derive(Debug)]
+pub struct Registry {
+    pub listen: SocketAddr,
+    pub max_request_bytes: u64,
+    pub keys: Keys,
+    /// When this configuration was loaded (Unix seconds): the models' `created`.
+    pub created: u64,
+    /// Sorted by id, so listings are stable.
+    pub models: BTreeMap<String, Arc<Model>>,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub id: String,
+    pub production: String,
+    pub deployments: BTreeMap<String, Arc<Deployment>>,
+}
+
+#[derive(Debug)]
+pub struct Deployment {
+    pub id: String,
+    pub model_id: String,
+    pub api: Api,
+    pub replicas: Vec<Replica>,
+    pub served_model: Option<String>,
+    /// `Authorization` value for the engine, when it has a key.
+    pub upstream_auth: Option<HeaderValue>,
+    /// The model name a replica reported via `GET /models`, fetched on first need.
+    pub reported_model: OnceCell<Arc<str>>,
+}
+
+/// The OpenAI routes Bridge forwards, and where each lands on an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Models,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Models,
+    ];
+
+    /// Path appended to a replica's base URL.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Models => "/models",
+        }
+    }
+}
+
+/// One engine process serving a deployment.
+#[derive(Debug)]
+pub struct Replica {
+    /// The base URL as configured (without a trailing slash), for logs and status.
+    pub base: String,
+    uris: [Uri; 4],
+}
+
+impl Replica {
+    pub fn parse(base: &str) -> Result<Replica, String> {
+        let base = base.trim_end_matches('/').to_string();
+        let parsed: Uri = base
+            .parse()
+            .map_err(|e| format!("replica URL '{base}' is invalid: {e}"))?;
+        match parsed.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "replica URL '{base}': https upstreams are not supported yet; \
+                     reach the engine over http on a private network"
+                ))
+            }
+            _ => return Err(format!("replica URL '{base}' must start with http://")),
+        }
+        if parsed.host().is_none() {
+            return Err(format!("replica URL '{base}' has no host"));
+        }
+        if parsed.query().is_some() {
+            return Err(format!("replica URL '{base}' must not have a query string"));
+        }
+        let mut uris = Vec::with_capacity(4);
+        for endpoint in Endpoint::ALL {
+            let uri = format!("{base}{}", endpoint.suffix());
+            uris.push(
+                uri.parse::<Uri>()
+                    .map_err(|e| format!("replica URL '{base}': {e}"))?,
+            );
+        }
+        let uris: [Uri; 4] = uris
+            .try_into()
+            .map_err(|_| "internal: endpoint count".to_string())?;
+        Ok(Replica { base, uris })
+    }
+
+    pub fn uri(&self, endpoint: Endpoint) -> Uri {
+        self.uris[endpoint as usize].clone()
+    }
+}
+
+impl Registry {
+    pub fn model(&self, id: &str) -> Option<&Arc<Model>> {
+        self.models.get(id)
+    }
+}
+
+/// Reads a secret from a literal, an environment variable or a file (exactly one of them).
+fn secret(
+    what: &str,
+    literal: Option<&str>,
+    env: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<String>, String> {
+    let value = match (literal, env, file) {
+        (None, None, None) => return Ok(None),
+        (Some(v), None, None) => v.to_string(),
+        (None, Some(var), None) => std::env::var(var)
+            .map_err(|_| format!("{what}: environment variable {var} is not set"))?,
+        (None, None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{what}: cannot read {path}: {e}"))?
+            .trim()
+            .to_string(),
+        _ => return Err(format!("{what}: give only one source for the key")),
+    };
+    if value.is_empty() {
+        return Err(format!("{what}: the key is empty"));
+    }
+    Ok(Some(value))
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || id.contains('/')
+        || id.chars().any(char::is_whitespace)
+    {
+        return Err(format!(
+            "{what} '{id}' must be 1 to {MAX_ID_LEN} characters with no '/' or whitespace"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Validates the configuration into a [`Registry`]; `name` is the file for error messages.
+    pub fn validate(&self, name: &str) -> Result<Registry, ConfigError> {
+        self.validate_inner().map_err(|message| ConfigError {
+            source_name: name.to_string(),
+            message,
+        })
+    }
+
+    fn validate_inner(&self) -> Result<Registry, String> {
+        let listen_text = self.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text
+            .parse()
+            .map_err(|e| format!("server.listen '{listen_text}' is not an address: {e}"))?;
+        let max_request_bytes = self
+            .server
+            .max_request_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        if max_request_bytes == 0 {
+            return Err("server.max_request_bytes must be positive".into());
+        }
+        let mut models = BTreeMap::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let built = validate_model(model).map_err(|e| format!("models[{i}]: {e}"))?;
+            if models.insert(model.id.clone(), Arc::new(built)).is_some() {
+                return Err(format!(
+                    "models[{i}]: model id '{}' is defined twice",
+                    model.id
+                ));
+            }
+        }
+        let mut names = HashSet::new();
+        let mut keys = Vec::new();
+        for (i, key) in self.auth.keys.iter().enumerate() {
+            keys.push(validate_key(key).map_err(|e| format!("auth.keys[{i}]: {e}"))?);
+            if !names.insert(key.name.as_str()) {
+                return Err(format!(
+                    "auth.keys[{i}]: key name '{}' is used twice",
+                    key.name
+                ));
+            }
+        }
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(Registry {
+            listen,
+            max_request_bytes,
+            keys: Keys::new(keys),
+            created,
+            models,
+        })
+    }
+}
+
+fn validate_model(model: &ModelConfig) -> Result<Model, String> {
+    check_id("model id", &model.id)?;
+    if model.deployments.is_empty() {
+        return Err(format!("model '{}' has no deployments", model.id));
+    }
+    let mut deployments = BTreeMap::new();
+    for (i, d) in model.deployments.iter().enumerate() {
+        if d.api == Api::Predict {
+            return Err(format!(
+                "deployments[{i}]: api = \"predict\" is not supported by this version of Bridge yet"
+            ));
+        }
+        let built =
+            validate_deployment(&model.id, d).map_err(|e| format!("deployments[{i}]: {e}"))?;
+        if deployments.insert(d.id.clone(), Arc::new(built)).is_some() {
+            return Err(format!(
+                "deployments[{i}]: deployment id '{}' is defined twice",
+                d.id
+            ));
+        }
+    }
+    let production = match (&model.production, model.deployments.as_slice()) {
+        (Some(p), _) => p.clone(),
+        (None, [only]) => only.id.clone(),
+        (None, _) => {
+            return Err(format!(
+                "model '{}' has several deployments: set production to one of them",
+                model.id
+            ))
+        }
+    };
+    if !deployments.contains_key(&production) {
+        return Err(format!(
+            "production deployment '{production}' is not among the deployments"
+        ));
+    }
+    Ok(Model {
+        id: model.id.clone(),
+        production,
+        deployments,
+    })
+}
+
+fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deployment, String> {
+    check_id("deployment id", &d.id)?;
+    if d.replicas.is_empty() {
+        return Err(format!("deployment '{}' has no replicas", d.id));
+    }
+    let replicas = d
+        .replicas
+        .iter()
+        .map(|r| Replica::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = secret(
+        "engine key",
+        None,
+        d.api_key_env.as_deref(),
+        d.api_key_file.as_deref(),
+    )?;
+    let upstream_auth = key
+        .map(|k| {
+            let mut v = HeaderValue::try_from(format!("Bearer {k}"))
+                .map_err(|_| "engine key has characters not allowed in a header".to_string())?;
+            v.set_sensitive(true);
+            Ok::<_, String>(v)
+        })
+        .transpose()?;
+    Ok(Deployment {
+        id: d.id.clone(),
+        model_id: model_id.to_string(),
+        api: d.api,
+        replicas,
+        served_model: d.served_model.clone(),
+        upstream_auth,
+        reported_model: OnceCell::new(),
+    })
+}
+
+fn validate_key(key: &KeyConfig) -> Result<ApiKey, String> {
+    if key.name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    let what = format!("key '{}'", key.name);
+    let secret = secret(
+        &what,
+        key.key.as_deref(),
+        key.key_env.as_deref(),
+        key.key_file.as_deref(),
+    )?
+    .ok_or_else(|| format!("{what}: set one of key, key_env or key_file"))?;
+    Ok(ApiKey::new(&key.name, &secret, key.models.clone()))
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

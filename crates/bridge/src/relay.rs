@@ -1,0 +1,176 @@
+//! Stage 5 of a request: relay the engine's answer.
+//!
+//! Success bodies are relayed as they arrive, never collected: JSON untouched, SSE event by
+//! event through [`SseScanner`]. A stream that breaks, or ends without `data: [DONE]`, gets an
+//! in-band error event and `[DONE]`, so a client never mistakes a truncated answer for a whole
+//! one. Engine errors (non-2xx) are read (bounded) and normalised to the OpenAI envelope.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::body::{BoxError, ResBody};
+use crate::error::ApiError;
+use crate::sse::{SseScanner, MAX_EVENT_BYTES};
+
+/// Largest engine error body read; past it the message is cut.
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+/// Time allowed to read an engine's error body.
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Response headers that describe the engine's connection, or that Bridge sets itself.
+const STRIP_RESPONSE: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+    header::UPGRADE,
+    header::TRAILER,
+    header::DATE,
+    header::SERVER,
+];
+
+/// Builds the client's response from the engine's.
+pub async fn relay(upstream: Response<Incoming>) -> Result<Response<ResBody>, ApiError> {
+    let (mut parts, body) = upstream.into_parts();
+    if parts.status.is_client_error() || parts.status.is_server_error() {
+        return Err(engine_error(parts.status, body).await);
+    }
+    for name in &STRIP_RESPONSE {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove("keep-alive");
+    parts.headers.remove("x-request-id");
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+    let body = if is_sse {
+        parts
+            .headers
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Ask any buffering proxy in front of Bridge (nginx) to pass events straight through.
+        parts
+            .headers
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        ResBody::Sse(Box::new(SseRelay::new(body)))
+    } else {
+        ResBody::Upstream(body)
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Reads an engine's error body (bounded in size and time) into an OpenAI-shaped error.
+async fn engine_error(status: StatusCode, body: Incoming) -> ApiError {
+    let read = tokio::time::timeout(
+        ERROR_BODY_TIMEOUT,
+        Limited::new(body, MAX_ERROR_BODY).collect(),
+    );
+    let bytes = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    };
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        // The engine rejected *Bridge's* credentials: relaying 401 would tell the client its
+        // own key is wrong, which it is not.
+        let engine = ApiError::from_engine(status, &bytes);
+        return ApiError::bad_gateway(format!(
+            "the engine rejected Bridge's credentials ({status}: {}); check the deployment's api_key_env",
+            engine.message
+        ))
+        .with_code("upstream_auth_failed");
+    }
+    ApiError::from_engine(status, &bytes)
+}
+
+/// A relayed SSE stream.
+pub struct SseRelay {
+    upstream: Incoming,
+    scanner: SseScanner,
+    /// Output ready to hand to the client (usually at most one slice).
+    queue: VecDeque<Bytes>,
+    finished: bool,
+}
+
+impl SseRelay {
+    pub fn new(upstream: Incoming) -> Self {
+        SseRelay {
+            upstream,
+            scanner: SseScanner::default(),
+            queue: VecDeque::new(),
+            finished: false,
+        }
+    }
+
+    /// Ends the stream with an in-band error unless the engine already ended it properly.
+    fn end(&mut self, reason: Option<ApiError>) {
+        self.finished = true;
+        if self.scanner.done {
+            return;
+        }
+        if let Some(error) = reason {
+            self.queue.push_back(error.sse_event());
+        } else if self.scanner.errored {
+            // The engine reported its own error; only the end marker is missing.
+            self.queue
+                .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+        } else {
+            let error = ApiError::bad_gateway(
+                "the engine ended the stream without data: [DONE]; the answer may be incomplete",
+            )
+            .with_code("upstream_stream_incomplete");
+            self.queue.push_back(error.sse_event());
+        }
+    }
+}
+
+impl Body for SseRelay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(bytes) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if this.scanner.feed(data, &mut this.queue).is_err() {
+                        let error = ApiError::bad_gateway(format!(
+                            "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
+                        ))
+                        .with_code("upstream_event_too_large");
+                        this.end(Some(error));
+                    }
+                }
+                Some(Err(e)) => {
+                    let error = ApiError::bad_gateway(format!("the engine's stream broke: {e}"))
+                        .with_code("upstream_stream_broken");
+                    this.end(Some(error));
+                }
+                None => {
+                    this.scanner.finish(&mut this.queue);
+                    this.end(None);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Dispatch by method and path, plus the routes Bridge answers itself (health, model list).
+//!
+//! Every route exists twice: under `/v1/direct` (what clients get with
+//! `base_url=".../v1/direct"`) and under `/v1` (the hosted bridge's later URL form).
+//! Every response, success or error, carries `x-request-id`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use crate::body::ResBody;
+use crate::error::ApiError;
+use crate::proxy::forward;
+use crate::registry::{Endpoint, Model, Registry};
+use crate::AppState;
+
+/// Longest client-supplied `x-request-id` kept; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+enum Route<'a> {
+    Health,
+    Models,
+    Model(&'a str),
+    Forward(Endpoint),
+}
+
+fn route_for(path: &str) -> Option<Route<'_>> {
+    if path == "/health" {
+        return Some(Route::Health);
+    }
+    let rest = path
+        .strip_prefix("/v1/direct")
+        .or_else(|| path.strip_prefix("/v1"))?;
+    match rest {
+        "/chat/completions" => Some(Route::Forward(Endpoint::ChatCompletions)),
+        "/completions" => Some(Route::Forward(Endpoint::Completions)),
+        "/embeddings" => Some(Route::Forward(Endpoint::Embeddings)),
+        "/models" => Some(Route::Models),
+        _ => rest
+            .strip_prefix("/models/")
+            .filter(|id| !id.is_empty())
+            .map(Route::Model),
+    }
+}
+
+/// The hyper service function.
+pub async fn handle(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    let request_id = request_id(request.headers().get("x-request-id"));
+    let path = request.uri().path();
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let method = request.method().clone();
+    let result = match route_for(path) {
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("unknown route: {method} {path}"),
+        )
+        .with_code("unknown_route")),
+        Some(Route::Forward(endpoint)) if method == Method::POST => {
+            forward(&state, request, endpoint, &request_id).await
+        }
+        Some(Route::Forward(_)) => Err(method_not_allowed(&method, path, "POST")),
+        Some(_) if method != Method::GET && method != Method::HEAD => {
+            Err(method_not_allowed(&method, path, "GET, HEAD"))
+        }
+        Some(Route::Health) => Ok(Response::new(ResBody::full("ok"))),
+        Some(Route::Models) => list_models(&state, &request),
+        Some(Route::Model(id)) => get_model(&state, &request, id),
+    };
+    let mut response = result.unwrap_or_else(|e| {
+        tracing::debug!(request_id = ?request_id, status = %e.status, message = %e.message, "request failed");
+        e.into_response()
+    });
+    response.headers_mut().insert("x-request-id", request_id);
+    Ok(response)
+}
+
+fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("{method} is not allowed on {path}; use {allow}"),
+    )
+    .with_code("method_not_allowed");
+    e.allow = Some(allow);
+    e
+}
+
+/// The client's request id when it is sane, else a fresh random one.
+fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = given.filter(|v| {
+        !v.is_empty()
+            && v.len() <= MAX_REQUEST_ID_LEN
+            && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    }) {
+        return v.clone();
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn model_object(model: &Model, created: u64) -> Value {
+    let deployments: Vec<Value> = model
+        .deployments
+        .values()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "api": match d.api { crate::config::Api::Openai => "openai", crate::config::Api::Predict => "predict" },
+                "production": d.id == model.production,
+                "replicas": d.replicas.len(),
+            })
+        })
+        .collect();
+    json!({
+        "id": model.id,
+        "object": "model",
+        "created": created,
+        "owned_by": "bridge",
+        "production": model.production,
+        "deployments": deployments,
+    })
+}
+
+fn visible<'r>(
+    registry: &'r Registry,
+    request: &Request<Incoming>,
+) -> Result<Vec<&'r Arc<Model>>, ApiError> {
+    let caller = registry.keys.authenticate(request.headers())?;
+    Ok(registry
+        .models
+        .values()
+        .filter(|m| caller.allows(&m.id))
+        .collect())
+}
+
+fn json_response(value: &Value) -> Response<ResBody> {
+    let mut response = Response::new(ResBody::full(value.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `GET /v1/direct/models`: the models the caller's key may use, in the OpenAI list shape.
+fn list_models(
+    state: &AppState,
+    request: &Request<Incoming>,
+) -> Result<Response<ResBody>, ApiError> {
+    let registry = state.registry();
+    let data: Vec<Value> = visible(&registry, request)?
+        .into_iter()
+        .map(|m| model_object(m, registry.created))
+        .collect();
+    Ok(json_response(&json!({"object": "list", "data": data})))
+}
+
+/// `GET /v1/direct/models/{id}`: one model, or 404 exactly as for a model the key may not use.
+fn get_model(
+    state: &AppState,
+    request: &Request<Incoming>,
+    id: &str,
+) -> Result<Response<ResBody>, ApiError> {
+    let registry = state.registry();
+    let model = visible(&registry, request)?
+        .into_iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| ApiError::model_not_found(id).with_param("model"))?;
+    Ok(json_response(&model_object(model, registry.created)))
+}

@@ -1,0 +1,219 @@
+//! Stage 2 of a request: where it goes, read from the body.
+//!
+//! Routing sources, in order: `baseten.model_id` / `baseten.deployment_id` in the body (what
+//! `extra_body` produces); else `model` of the form `baseten/{model_id}[/{deployment_id}]` for
+//! clients that cannot add body fields. The body is scanned once by [`crate::json`]; the upstream
+//! body is the original bytes minus the `baseten` member (and with `model` replaced in the
+//! second form), assembled from slices of the original buffer without copying.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::body::ReqBody;
+use crate::error::{ApiError, ROUTING_HINT};
+use crate::json::{removal_range, scan_object, JsonError, Member};
+use crate::registry::MAX_ID_LEN;
+
+/// Prefix of the model-name routing form.
+pub const MODEL_FORM_PREFIX: &str = "baseten/";
+
+/// Where the client asked to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub model_id: String,
+    /// `None` (absent or JSON null) means the production deployment.
+    pub deployment_id: Option<String>,
+    /// Routed by `model = "baseten/..."`: the engine needs its own model name instead.
+    pub from_model_name: bool,
+}
+
+/// A scanned request body: the routing and what to cut or replace when forwarding.
+#[derive(Debug)]
+pub struct RoutedBody {
+    pub routing: Routing,
+    members: Vec<Member>,
+    baseten: Option<usize>,
+    model: Option<usize>,
+}
+
+impl From<JsonError> for ApiError {
+    fn from(e: JsonError) -> Self {
+        ApiError::bad_request(e.to_string()).with_code("invalid_json")
+    }
+}
+
+/// Scans `body` and extracts the routing. Every client mistake is a 400 naming the field.
+pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
+    let members = scan_object(body)?;
+    let mut baseten = None;
+    let mut model = None;
+    for (i, m) in members.iter().enumerate() {
+        if m.key_is(body, "baseten") {
+            if baseten.is_some() {
+                return Err(
+                    ApiError::bad_request("the body has more than one 'baseten' key")
+                        .with_param("baseten"),
+                );
+            }
+            baseten = Some(i);
+        } else if m.key_is(body, "model") {
+            model = Some(i);
+        }
+    }
+    let routing = match baseten {
+        Some(i) => from_baseten(&body[members[i].value.clone()])?,
+        None => model
+            .and_then(|i| from_model_name(&body[members[i].value.clone()]))
+            .transpose()?
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "no routing information in the request: {ROUTING_HINT}"
+                ))
+                .with_param("baseten")
+                .with_code("missing_routing")
+            })?,
+    };
+    Ok(RoutedBody {
+        routing,
+        members,
+        baseten,
+        model,
+    })
+}
+
+fn wrong(param: &'static str, message: String) -> ApiError {
+    ApiError::bad_request(format!("{message}; {ROUTING_HINT}")).with_param(param)
+}
+
+fn check_id(param: &'static str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(wrong(
+            param,
+            format!("{param} must be 1 to {MAX_ID_LEN} characters long"),
+        ));
+    }
+    Ok(())
+}
+
+fn from_baseten(raw: &[u8]) -> Result<Routing, ApiError> {
+    let value: Value = serde_json::from_slice(raw).map_err(|e| {
+        ApiError::from(JsonError::Syntax {
+            what: if e.is_syntax() {
+                "invalid baseten value"
+            } else {
+                "baseten value too deep"
+            },
+            at: 0,
+        })
+    })?;
+    let Value::Object(map) = value else {
+        return Err(wrong(
+            "baseten",
+            format!("'baseten' must be an object, not {}", type_name(&value)),
+        ));
+    };
+    let model_id = match map.get("model_id") {
+        Some(Value::String(s)) => s.clone(),
+        None => {
+            return Err(wrong(
+                "baseten.model_id",
+                "'baseten.model_id' is missing".into(),
+            ))
+        }
+        Some(other) => {
+            return Err(wrong(
+                "baseten.model_id",
+                format!(
+                    "'baseten.model_id' must be a string, not {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    };
+    check_id("baseten.model_id", &model_id)?;
+    let deployment_id = match map.get("deployment_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            check_id("baseten.deployment_id", s)?;
+            Some(s.clone())
+        }
+        Some(other) => {
+            return Err(wrong(
+                "baseten.deployment_id",
+                format!(
+                    "'baseten.deployment_id' must be a string or null, not {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    };
+    Ok(Routing {
+        model_id,
+        deployment_id,
+        from_model_name: false,
+    })
+}
+
+/// `Some` when `model` is a string starting with `baseten/`.
+fn from_model_name(raw: &[u8]) -> Option<Result<Routing, ApiError>> {
+    if !raw.starts_with(b"\"baseten/") {
+        return None;
+    }
+    let name: String = serde_json::from_slice(raw).ok()?;
+    let rest = name.strip_prefix(MODEL_FORM_PREFIX)?;
+    let (model_id, deployment_id) = match rest.split_once('/') {
+        Some((m, d)) => (m, Some(d)),
+        None => (rest, None),
+    };
+    let checked = check_id("model", model_id)
+        .and_then(|()| deployment_id.map_or(Ok(()), |d| check_id("model", d)))
+        .map(|()| Routing {
+            model_id: model_id.to_string(),
+            deployment_id: deployment_id.map(str::to_string),
+            from_model_name: true,
+        });
+    Some(checked)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl RoutedBody {
+    /// The body to send upstream: `body` without `baseten`, and with `model` set to
+    /// `new_model` when given. Slices share `body`'s buffer; only the new model name is fresh.
+    pub fn upstream_body(&self, body: &Bytes, new_model: Option<&str>) -> ReqBody {
+        let mut edits: Vec<(std::ops::Range<usize>, Option<Bytes>)> = Vec::with_capacity(2);
+        if let Some(i) = self.baseten {
+            edits.push((removal_range(&self.members, i), None));
+        }
+        if let (Some(name), Some(i)) = (new_model, self.model) {
+            let encoded = serde_json::to_vec(name).unwrap_or_default();
+            edits.push((self.members[i].value.clone(), Some(Bytes::from(encoded))));
+        }
+        if edits.is_empty() {
+            return ReqBody::new([body.clone()]);
+        }
+        edits.sort_by_key(|(range, _)| range.start);
+        let mut parts = Vec::with_capacity(2 * edits.len() + 1);
+        let mut at = 0;
+        for (range, replacement) in edits {
+            parts.push(body.slice(at..range.start));
+            parts.extend(replacement);
+            at = range.end;
+        }
+        parts.push(body.slice(at..));
+        ReqBody::new(parts)
+    }
+}
+
+#[cfg(test)]
+#[path = "routing_tests.rs"]
+mod tests;

@@ -1,0 +1,307 @@
+//! A simulated OpenAI-compatible engine. **A test tool**, not a model.
+//!
+//! It backs the built-in demo model and is what the tests and benchmarks proxy to: chat
+//! completions, completions, embeddings, models and health, streaming with a configurable chunk
+//! count and gap. A request may carry a `simulate` object (which Bridge forwards like any other
+//! field) to make the engine misbehave on purpose — answer an error status, break a stream, send
+//! an in-band error, stall — so failure handling can be tested through the real SDK.
+
+mod responses;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::body::BoxError;
+use crate::server;
+use responses::{embeddings, engine_error, Answer};
+
+/// How the simulated engine answers by default.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The model name it reports and answers as (its "served model name").
+    pub model: String,
+    /// Content chunks per streamed answer.
+    pub chunks: usize,
+    /// Gap between streamed chunks.
+    pub gap: Duration,
+    /// When set, requests must carry `Authorization: Bearer <key>` (as vLLM's `--api-key`).
+    pub api_key: Option<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            model: "bridge-sim".into(),
+            chunks: 8,
+            gap: Duration::ZERO,
+            api_key: None,
+        }
+    }
+}
+
+/// Default reply text; the words become the streamed pieces.
+const REPLY: &str =
+    "Hello from Bridge's simulated engine. This answer was streamed through Bridge.";
+
+type SimBody = BoxBody<Bytes, BoxError>;
+
+/// Serves the simulator on `listener` until `shutdown` resolves.
+pub async fn run(listener: TcpListener, config: SimConfig, shutdown: impl Future<Output = ()>) {
+    let config = Arc::new(config);
+    server::serve(listener, shutdown, move |req| handle(config.clone(), req)).await;
+}
+
+async fn handle(
+    config: Arc<SimConfig>,
+    req: Request<Incoming>,
+) -> Result<Response<SimBody>, Infallible> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let method = req.method().clone();
+    if let Some(key) = &config.api_key {
+        let expected = format!("Bearer {key}");
+        if path != "/health"
+            && req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes())
+                != Some(expected.as_bytes())
+        {
+            return Ok(json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "Unauthorized"}),
+            ));
+        }
+    }
+    let response = match (method, path.as_str()) {
+        (Method::GET, "/health") => Response::new(full(Bytes::new())),
+        (Method::GET, p) if p.ends_with("/models") => json_response(
+            StatusCode::OK,
+            &json!({"object": "list", "data": [{"id": config.model, "object": "model", "created": now(), "owned_by": "bridge-sim"}]}),
+        ),
+        (Method::POST, p) if p.ends_with("/chat/completions") => {
+            generate(&config, req, Kind::Chat).await
+        }
+        (Method::POST, p) if p.ends_with("/completions") => {
+            generate(&config, req, Kind::Completion).await
+        }
+        (Method::POST, p) if p.ends_with("/embeddings") => match read_json(req).await {
+            Ok((body, _)) => json_response(StatusCode::OK, &embeddings(&body, &config.model)),
+            Err(r) => r,
+        },
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &engine_error(404, "Not Found", false),
+        ),
+    };
+    Ok(response)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+/// Reads the body as JSON; also returns the headers, for `simulate.echo`.
+async fn read_json(req: Request<Incoming>) -> Result<(Value, Value), Response<SimBody>> {
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+        .collect();
+    serde_json::from_slice(&bytes)
+        .map(|v| (v, Value::Object(headers)))
+        .map_err(|e| {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                &engine_error(400, &format!("invalid JSON: {e}"), false),
+            )
+        })
+}
+
+async fn generate(config: &SimConfig, req: Request<Incoming>, kind: Kind) -> Response<SimBody> {
+    let (body, headers) = match read_json(req).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let sim = &body["simulate"];
+    if let Some(ms) = sim["delay_ms"].as_u64() {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(status) = sim["status"].as_u64() {
+        let status =
+            StatusCode::from_u16(status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = sim["message"].as_str().unwrap_or("simulated engine error");
+        let error = engine_error(status.as_u16(), message, sim["flat_error"] == true);
+        return json_response(status, &error);
+    }
+    let reply = if sim["echo"] == true {
+        json!({"body": body, "headers": headers}).to_string()
+    } else {
+        sim["reply"].as_str().unwrap_or(REPLY).to_string()
+    };
+    let chunks = sim["chunks"].as_u64().map_or(config.chunks, |c| c as usize);
+    let prompt_text = if kind == Kind::Chat {
+        body["messages"].to_string()
+    } else {
+        body["prompt"].to_string()
+    };
+    let answer = Answer {
+        id: format!(
+            "{}-{:016x}",
+            if kind == Kind::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            },
+            fastrand::u64(..)
+        ),
+        created: now(),
+        model: body["model"].as_str().unwrap_or(&config.model).to_string(),
+        pieces: split(&reply, chunks),
+        prompt_tokens: prompt_text.split_whitespace().count() as u64,
+    };
+    if body["stream"] != true {
+        let object = if kind == Kind::Chat {
+            answer.chat_completion()
+        } else {
+            answer.text_completion()
+        };
+        return json_response(StatusCode::OK, &object);
+    }
+    let gap = sim["gap_ms"]
+        .as_u64()
+        .map_or(config.gap, Duration::from_millis);
+    let include_usage = body["stream_options"]["include_usage"] == true;
+    let plan = stream_plan(&answer, kind, include_usage, sim);
+    let stream = futures_util::stream::unfold(
+        (plan.into_iter(), true),
+        move |(mut it, first)| async move {
+            let step = it.next()?;
+            if !first && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            let frame = match step {
+                Step::Send(bytes) => Ok(Frame::data(bytes)),
+                Step::Abort => Err(BoxError::from("simulated engine crash")),
+            };
+            Some((frame, (it, false)))
+        },
+    );
+    let mut response = Response::new(BoxBody::new(StreamBody::new(stream)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    response
+}
+
+enum Step {
+    Send(Bytes),
+    Abort,
+}
+
+/// The events of one stream, with any requested fault in place.
+fn stream_plan(answer: &Answer, kind: Kind, include_usage: bool, sim: &Value) -> Vec<Step> {
+    let event = |v: Value| Step::Send(Bytes::from(format!("data: {v}\n\n")));
+    let fail_after = sim["fail_after"].as_u64().map(|n| n as usize);
+    let error_after = sim["error_after"].as_u64().map(|n| n as usize);
+    let mut plan = Vec::new();
+    for (i, piece) in answer.pieces.iter().enumerate() {
+        if fail_after == Some(i) {
+            plan.push(Step::Abort);
+            return plan;
+        }
+        if error_after == Some(i) {
+            plan.push(event(engine_error(
+                500,
+                "simulated in-band error",
+                sim["flat_error"] == true,
+            )));
+            plan.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
+            return plan;
+        }
+        plan.push(event(match kind {
+            Kind::Chat => answer.chat_chunk(Some(piece), i == 0, include_usage),
+            Kind::Completion => answer.completion_chunk(Some(piece), include_usage),
+        }));
+    }
+    plan.push(event(match kind {
+        Kind::Chat => answer.chat_chunk(None, answer.pieces.is_empty(), include_usage),
+        Kind::Completion => answer.completion_chunk(None, include_usage),
+    }));
+    if include_usage {
+        let object = if kind == Kind::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        plan.push(event(answer.usage_chunk(object)));
+    }
+    if sim["no_done"] != true {
+        plan.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
+    }
+    plan
+}
+
+/// Splits `text` into `n` pieces of nearly equal character counts (fewer if it is shorter).
+fn split(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let n = n.clamp(1, chars.len().max(1));
+    (0..n)
+        .map(|i| {
+            chars[i * chars.len() / n..(i + 1) * chars.len() / n]
+                .iter()
+                .collect()
+        })
+        .collect()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn full(bytes: Bytes) -> SimBody {
+    BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<SimBody> {
+    let mut response = Response::new(full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_every_character() {
+        for (text, n) in [("héllo 😀 wörld", 4), ("ab", 8), ("", 3), ("abc", 1)] {
+            let pieces = split(text, n);
+            assert_eq!(pieces.concat(), text);
+            assert!(pieces.len() <= n.max(1));
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Response objects of the simulated engine, following the OpenAI API schema exactly (every
+//! required field present, `refusal: null`, `logprobs: null`, a `usage` object) so strict
+//! clients and schema validators accept them.
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// What one simulated answer is made of.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    /// The reply, already split into the pieces a stream sends.
+    pub pieces: Vec<String>,
+    pub prompt_tokens: u64,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        self.pieces.concat()
+    }
+
+    pub fn usage(&self) -> Value {
+        let completion = self.pieces.len() as u64;
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        })
+    }
+
+    pub fn chat_completion(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": self.text(), "refusal": null, "tool_calls": []},
+                "logprobs": null,
+                "finish_reason": "stop",
+            }],
+            "usage": self.usage(),
+        })
+    }
+
+    pub fn text_completion(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{"text": self.text(), "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": self.usage(),
+        })
+    }
+
+    /// A streamed chunk. `delta` is `Some(text)` for content, `None` for the final chunk;
+    /// `first` adds the assistant role.
+    pub fn chat_chunk(&self, delta: Option<&str>, first: bool, with_usage_field: bool) -> Value {
+        let (delta, finish) = match delta {
+            Some(text) if first => (json!({"role": "assistant", "content": text}), Value::Null),
+            Some(text) => (json!({"content": text}), Value::Null),
+            None => (json!({}), json!("stop")),
+        };
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if with_usage_field {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    }
+
+    pub fn completion_chunk(&self, text: Option<&str>, with_usage_field: bool) -> Value {
+        let finish = if text.is_some() {
+            Value::Null
+        } else {
+            json!("stop")
+        };
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{"text": text.unwrap_or(""), "index": 0, "logprobs": null, "finish_reason": finish}],
+        });
+        if with_usage_field {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    }
+
+    /// The final usage chunk: `choices` empty, `usage` set.
+    pub fn usage_chunk(&self, object: &str) -> Value {
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [],
+            "usage": self.usage(),
+        })
+    }
+}
+
+/// `POST /embeddings`: one deterministic vector per input, as floats or base64 (the Python SDK
+/// asks for base64 by default and decodes it).
+pub fn embeddings(body: &Value, model: &str) -> Value {
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().map(|v| v.to_string()).collect(),
+        other => vec![other.to_string()],
+    };
+    let dims = body["dimensions"].as_u64().unwrap_or(8).clamp(1, 4096) as usize;
+    let base64 = body["encoding_format"] == "base64";
+    let mut tokens = 0u64;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            tokens += text.split_whitespace().count().max(1) as u64;
+            let vector = vector_for(text, dims);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })
+}
+
+/// A unit-length vector derived from the text, so equal inputs embed equally.
+fn vector_for(text: &str, dims: usize) -> Vec<f32> {
+    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let raw: Vec<f32> = (0..dims)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect();
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    raw.iter().map(|x| x / norm).collect()
+}
+
+/// A vLLM-style error body: OpenAI envelope with an *integer* code, or the older flat shape.
+pub fn engine_error(status: u16, message: &str, flat: bool) -> Value {
+    let kind = match status {
+        400 => "BadRequestError",
+        404 => "NotFoundError",
+        _ => "InternalServerError",
+    };
+    let inner =
+        json!({"object": "error", "message": message, "type": kind, "param": null, "code": status});
+    if flat {
+        inner
+    } else {
+        json!({"error": inner})
+    }
+}

@@ -1,0 +1,190 @@
+//! Server-sent event scanning for relayed streams.
+//!
+//! Engine chunks do not line up with event boundaries, so anything that inspects a stream must
+//! reassemble events first. The scanner forwards each run of complete events as one zero-copy
+//! slice of the chunk it arrived in (no re-chunking of normal events), holds back only an
+//! incomplete trailing event, and looks at each event just enough to notice two things:
+//! the end marker `data: [DONE]`, and an engine's own error event, which it rewrites into the
+//! OpenAI envelope with a string `code` (vLLM sends an integer, or the older flat
+//! `{"object": "error"}` shape the SDKs do not recognise).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+
+use crate::error::ApiError;
+
+/// Largest single event accepted from an engine (a chunk with top logprobs can be large, but an
+/// event that never ends must not grow memory without bound).
+pub const MAX_EVENT_BYTES: usize = 8 << 20;
+
+/// Incremental SSE scanner state for one stream.
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    partial: BytesMut,
+    /// `data: [DONE]` was seen.
+    pub done: bool,
+    /// An engine error event was relayed (rewritten).
+    pub errored: bool,
+}
+
+/// An event (or line) longer than [`MAX_EVENT_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTooLarge;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Normal,
+    Done,
+    Error,
+}
+
+impl SseScanner {
+    /// Feeds one chunk from the engine and appends what should be sent to the client to `out`.
+    pub fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), EventTooLarge> {
+        let buf = if self.partial.is_empty() {
+            chunk
+        } else {
+            // Only the newly arrived bytes (plus the 3 before them) can complete the event.
+            let from = self.partial.len().saturating_sub(3);
+            self.partial.extend_from_slice(&chunk);
+            if event_end(&self.partial, from).is_none() {
+                return self.check_partial();
+            }
+            self.partial.split().freeze()
+        };
+        let (mut run_start, mut pos) = (0, 0);
+        while let Some(end) = event_end(&buf, pos) {
+            match classify(&buf[pos..end]) {
+                Kind::Normal => {}
+                Kind::Done => self.done = true,
+                Kind::Error => {
+                    if run_start < pos {
+                        out.push_back(buf.slice(run_start..pos));
+                    }
+                    out.push_back(rewrite_error(&buf[pos..end]));
+                    self.errored = true;
+                    run_start = end;
+                }
+            }
+            pos = end;
+        }
+        if run_start < pos {
+            out.push_back(buf.slice(run_start..pos));
+        }
+        self.partial.extend_from_slice(&buf[pos..]);
+        self.check_partial()
+    }
+
+    fn check_partial(&self) -> Result<(), EventTooLarge> {
+        if self.partial.len() > MAX_EVENT_BYTES {
+            Err(EventTooLarge)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// At the end of the engine's stream: relays a last event that lacked its blank line.
+    pub fn finish(&mut self, out: &mut VecDeque<Bytes>) {
+        if self.partial.iter().all(u8::is_ascii_whitespace) {
+            self.partial.clear();
+            return;
+        }
+        let mut event = self.partial.split();
+        while !event.ends_with(b"\n\n") {
+            event.extend_from_slice(b"\n");
+        }
+        match classify(&event) {
+            Kind::Done => {
+                self.done = true;
+                out.push_back(event.freeze());
+            }
+            Kind::Error => {
+                self.errored = true;
+                out.push_back(rewrite_error(&event));
+            }
+            Kind::Normal => out.push_back(event.freeze()),
+        }
+    }
+}
+
+/// Index just past the first blank line (event terminator) at or after `from`.
+fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(off) = memchr::memchr(b'\n', buf.get(i..)?) {
+        let nl = i + off;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+/// The payload of an event's first `data:` line, without the optional leading space.
+fn first_data(event: &[u8]) -> Option<&[u8]> {
+    event.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let rest = line.strip_prefix(b"data:")?;
+        Some(rest.strip_prefix(b" ").unwrap_or(rest))
+    })
+}
+
+fn classify(event: &[u8]) -> Kind {
+    let Some(data) = first_data(event) else {
+        return Kind::Normal;
+    };
+    if data.trim_ascii_end() == b"[DONE]" {
+        return Kind::Done;
+    }
+    if is_error_payload(data) {
+        Kind::Error
+    } else {
+        Kind::Normal
+    }
+}
+
+/// True for `{"error": ...}` and `{"object": "error", ...}`, judged from the first key alone so
+/// that normal chunks cost a few byte comparisons.
+fn is_error_payload(data: &[u8]) -> bool {
+    let data = data.trim_ascii_start();
+    let Some(rest) = data.strip_prefix(b"{") else {
+        return false;
+    };
+    let rest = rest.trim_ascii_start();
+    if rest.starts_with(b"\"error\"") {
+        return true;
+    }
+    let Some(after_key) = rest.strip_prefix(b"\"object\"") else {
+        return false;
+    };
+    let after_key = after_key.trim_ascii_start();
+    after_key
+        .strip_prefix(b":")
+        .is_some_and(|v| v.trim_ascii_start().starts_with(b"\"error\""))
+}
+
+/// The engine's error event in the OpenAI envelope, as one event.
+fn rewrite_error(event: &[u8]) -> Bytes {
+    let data = first_data(event).unwrap_or_default();
+    let status = serde_json::from_slice::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| {
+            let code = v
+                .get("error")
+                .and_then(|e| e.get("code"))
+                .or_else(|| v.get("code"));
+            code.and_then(serde_json::Value::as_u64)
+        })
+        .and_then(|c| u16::try_from(c).ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    ApiError::from_engine(status, data).sse_data()
+}
+
+#[cfg(test)]
+#[path = "sse_tests.rs"]
+mod tests;
