@@ -98,6 +98,19 @@ pub struct DeploymentConfig {
     pub api_key_env: Option<String>,
     /// File with the engine's API key.
     pub api_key_file: Option<String>,
+    /// `[models.deployments.timeouts]`.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// Per-deployment time limits, in milliseconds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// From sending the request to the engine's response headers. Non-streaming completions
+    /// send headers only when the answer is complete, so the default is generous (600 000,
+    /// the OpenAI SDK's own timeout). Past it: 504.
+    pub first_byte_ms: Option<u64>,
 }
 
 /// A configuration that could not be loaded; the message names the file and what is wrong.

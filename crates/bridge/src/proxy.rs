@@ -61,7 +61,10 @@ pub async fn forward(
         parts.headers,
         upstream_body,
     );
-    let response = state.upstream.send(upstream_request).await?;
+    let response = state
+        .upstream
+        .send(upstream_request, deployment.first_byte_timeout)
+        .await?;
     relay(response).await
 }
 
@@ -157,7 +160,7 @@ async fn served_model(state: &AppState, deployment: &Deployment) -> Result<Arc<s
             }
             let request = build_request(Method::GET, replica.uri(Endpoint::Models), headers, ReqBody::empty());
             let lookup = async {
-                let response = state.upstream.send(request).await?;
+                let response = state.upstream.send(request, MODEL_LOOKUP_TIMEOUT).await?;
                 let body = Limited::new(response.into_body(), 1 << 20).collect().await;
                 let bytes = body.map(|c| c.to_bytes()).unwrap_or_default();
                 let list: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderValue, Uri};
 use tokio::sync::OnceCell;
@@ -15,6 +16,9 @@ use crate::config::{
     Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig, DEFAULT_LISTEN,
     DEFAULT_MAX_REQUEST_BYTES,
 };
+
+/// Default time allowed for response headers: the OpenAI SDK's own 600 s timeout.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 600_000;
 
 /// Longest model or deployment id accepted in config (and so worth looking up).
 pub const MAX_ID_LEN: usize = 256;
@@ -47,6 +51,8 @@ pub struct Deployment {
     pub served_model: Option<String>,
     /// `Authorization` value for the engine, when it has a key.
     pub upstream_auth: Option<HeaderValue>,
+    /// Time allowed for the engine's response headers.
+    pub first_byte_timeout: Duration,
     /// The model name a replica reported via `GET /models`, fetched on first need.
     pub reported_model: OnceCell<Arc<str>>,
 }
@@ -300,6 +306,12 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
         replicas,
         served_model: d.served_model.clone(),
         upstream_auth,
+        first_byte_timeout: Duration::from_millis(
+            d.timeouts
+                .first_byte_ms
+                .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT_MS)
+                .max(1),
+        ),
         reported_model: OnceCell::new(),
     })
 }

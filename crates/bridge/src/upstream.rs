@@ -24,9 +24,6 @@ pub const POOL_IDLE: Duration = Duration::from_secs(4);
 pub const POOL_MAX_IDLE_PER_REPLICA: usize = 512;
 /// Time allowed to open a TCP connection to a replica.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time allowed for response headers. Non-streaming completions send headers only when the
-/// whole answer is ready, so this matches the OpenAI SDK's own 600 s default.
-pub const RESPONSE_HEADERS_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Request headers that must not be forwarded: connection-scoped (hop-by-hop), recomputed by
 /// Bridge, or the client's credentials.
@@ -74,10 +71,14 @@ impl Upstream {
         Upstream { client }
     }
 
-    /// Sends `request` and waits for the response headers.
-    pub async fn send(&self, request: Request<ReqBody>) -> Result<Response<Incoming>, ApiError> {
+    /// Sends `request` and waits up to `first_byte` for the response headers.
+    pub async fn send(
+        &self,
+        request: Request<ReqBody>,
+        first_byte: Duration,
+    ) -> Result<Response<Incoming>, ApiError> {
         let uri = request.uri().clone();
-        match tokio::time::timeout(RESPONSE_HEADERS_TIMEOUT, self.client.request(request)).await {
+        match tokio::time::timeout(first_byte, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(ApiError::bad_gateway(format!(
                 "could not connect to the engine at {}",
@@ -89,9 +90,9 @@ impl Upstream {
                 source_text(&e)
             ))),
             Err(_) => Err(ApiError::gateway_timeout(format!(
-                "the engine at {} did not answer within {} s",
+                "the engine at {} did not answer within {} ms",
                 authority(&uri),
-                RESPONSE_HEADERS_TIMEOUT.as_secs()
+                first_byte.as_millis()
             ))),
         }
     }
