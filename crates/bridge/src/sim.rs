@@ -48,9 +48,11 @@ impl Default for SimConfig {
     }
 }
 
-/// Default reply text; the words become the streamed pieces.
-const REPLY: &str =
-    "Hello from Bridge's simulated engine. This answer was streamed through Bridge.";
+/// Default reply text, naming the engine (its served model) so tests can tell which
+/// deployment answered; it is split into the streamed pieces.
+fn default_reply(model: &str) -> String {
+    format!("Hello from Bridge's simulated engine {model}. This answer went through Bridge. 👋")
+}
 
 type SimBody = BoxBody<Bytes, BoxError>;
 
@@ -153,7 +155,9 @@ async fn generate(config: &SimConfig, req: Request<Incoming>, kind: Kind) -> Res
     let reply = if sim["echo"] == true {
         json!({"body": body, "headers": headers}).to_string()
     } else {
-        sim["reply"].as_str().unwrap_or(REPLY).to_string()
+        sim["reply"]
+            .as_str()
+            .map_or_else(|| default_reply(&config.model), str::to_string)
     };
     let chunks = sim["chunks"].as_u64().map_or(config.chunks, |c| c as usize);
     let prompt_text = if kind == Kind::Chat {

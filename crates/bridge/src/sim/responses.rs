@@ -120,7 +120,10 @@ impl Answer {
 pub fn embeddings(body: &Value, model: &str) -> Value {
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().map(|v| v.to_string()).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect(),
         other => vec![other.to_string()],
     };
     let dims = body["dimensions"].as_u64().unwrap_or(8).clamp(1, 4096) as usize;

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs Bridge's whole test suite on a fresh machine, installing what it needs:
+# formatting and lints, the Rust unit and integration tests, and the end-to-end suite that
+# drives Bridge with the official OpenAI Python SDK (pinned, in a project-local venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== Rust tests (unit, integration over loopback sockets)"
+cargo test --locked
+
+echo "== end-to-end tests (official OpenAI Python SDK)"
+scripts/e2e.sh

@@ -1,0 +1,22 @@
+"""The README's quick start: `bridge serve` with no config, then the Python snippet."""
+
+from openai import OpenAI
+
+from conftest import Process
+
+
+def test_demo_model_streams():
+    bridge = Process("serve", "--listen", "127.0.0.1:0")
+    try:
+        client = OpenAI(base_url=f"{bridge.url}/v1/direct", api_key="unused")
+        stream = client.chat.completions.create(
+            model="bridge-demo",
+            messages=[{"role": "user", "content": "Hello"}],
+            extra_body={"baseten": {"model_id": "demo"}},
+            stream=True,
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text.startswith("Hello from Bridge's simulated engine bridge-demo.")
+        assert [m.id for m in client.models.list()] == ["demo"]
+    finally:
+        bridge.stop()
