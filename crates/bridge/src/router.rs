@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::body::ResBody;
 use crate::error::ApiError;
@@ -46,12 +47,22 @@ fn route_for(path: &str) -> Option<Route<'_>> {
     }
 }
 
-/// The hyper service function.
+/// The hyper service function. Everything logged while the request is handled carries its
+/// request id, through the span.
 pub async fn handle(
     state: Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
     let request_id = request_id(request.headers().get("x-request-id"));
+    let span = tracing::info_span!("request", id = %String::from_utf8_lossy(request_id.as_bytes()));
+    Ok(dispatch(state, request, request_id).instrument(span).await)
+}
+
+async fn dispatch(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    request_id: HeaderValue,
+) -> Response<ResBody> {
     let path = request.uri().path();
     let path = if path.len() > 1 {
         path.trim_end_matches('/')
@@ -78,11 +89,11 @@ pub async fn handle(
         Some(Route::Model(id)) => get_model(&state, &request, id),
     };
     let mut response = result.unwrap_or_else(|e| {
-        tracing::debug!(request_id = ?request_id, status = %e.status, message = %e.message, "request failed");
+        tracing::debug!(status = %e.status, message = %e.message, "request failed");
         e.into_response()
     });
     response.headers_mut().insert("x-request-id", request_id);
-    Ok(response)
+    response
 }
 
 fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiError {
