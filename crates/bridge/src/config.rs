@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// Largest request body accepted, in bytes; larger ones get 413 without being read.
     pub max_request_bytes: Option<u64>,
+    /// Worker threads, each with its own event loop and upstream pool. Default: one per core.
+    pub workers: Option<usize>,
 }
 
 /// `[auth]`: client keys. With none configured Bridge accepts every caller (and warns).

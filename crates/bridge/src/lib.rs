@@ -51,8 +51,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(registry: Registry) -> Self {
+        Self::shared(Arc::new(registry))
+    }
+
+    /// State for one worker: the routing table is shared, the upstream pool is the worker's own.
+    pub fn shared(registry: Arc<Registry>) -> Self {
         AppState {
-            registry: Arc::new(registry),
+            registry,
             upstream: Upstream::new(),
         }
     }
@@ -65,11 +70,65 @@ impl AppState {
 
 /// Serves Bridge on `listener` until `shutdown` resolves, then drains requests in flight.
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
-    if state.registry.keys.is_empty() {
+    warn_if_open(&state.registry);
+    serve_worker(listener, state, shutdown).await;
+}
+
+fn warn_if_open(registry: &Registry) {
+    if registry.keys.is_empty() {
         tracing::warn!(
             "no [[auth.keys]] configured: Bridge accepts requests from ANY caller; configure keys before exposing it"
         );
     }
+}
+
+/// Serves Bridge with `workers` threads, nginx-style: each thread runs its own single-threaded
+/// runtime, accepts on the same listening socket and keeps its own upstream pool, so a request
+/// is handled start to finish on one thread with no cross-thread wake-ups. Blocks until every
+/// worker has drained after `shutdown` flips to true.
+pub fn run_workers(
+    listener: std::net::TcpListener,
+    registry: Arc<Registry>,
+    workers: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    warn_if_open(&registry);
+    listener.set_nonblocking(true)?;
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers.max(1) {
+        let listener = listener.try_clone()?;
+        let registry = registry.clone();
+        let mut shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("bridge-worker-{i}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let stop = async move {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    };
+                    serve_worker(listener, Arc::new(AppState::shared(registry)), stop).await;
+                    Ok::<(), std::io::Error>(())
+                })
+            })?;
+        threads.push(thread);
+    }
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| std::io::Error::other("a worker thread panicked"))??;
+    }
+    Ok(())
+}
+
+async fn serve_worker(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
     server::serve(listener, shutdown, move |request| {
         router::handle(state.clone(), request)
     })

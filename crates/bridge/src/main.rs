@@ -11,8 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use bridge::config::Config;
+use bridge::demo;
 use bridge::sim::{self, SimConfig};
-use bridge::{demo, AppState};
 
 #[derive(Parser)]
 #[command(
@@ -142,28 +142,46 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(
             .map_err(|e| e.to_string())?
         }
     };
-    let listener = bind(&registry.listen.to_string()).await?;
-    bridge::run(
-        listener,
-        std::sync::Arc::new(AppState::new(registry)),
-        shutdown_signal(),
-    )
-    .await;
+    let listener = std::net::TcpListener::bind(registry.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", registry.listen))?;
+    announce(&listener.local_addr().map_err(|e| e.to_string())?)?;
+    let workers = registry.workers;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let registry = std::sync::Arc::new(registry);
+    let serving = tokio::task::spawn_blocking(move || {
+        bridge::run_workers(listener, registry, workers, stopped)
+    });
+    tokio::select! {
+        () = shutdown_signal() => {
+            let _ = stop.send(true);
+        }
+        // Workers only return early when they could not start.
+        _ = std::future::pending::<()>() => {}
+    }
+    serving
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("serving failed: {e}"))?;
     let _ = engine_stop.send(());
     Ok(())
 }
 
-/// Binds `addr` and announces the actual address on stdout (scripts read this line when they
-/// asked for port 0).
+/// Binds `addr` for the simulator and announces it.
 async fn bind(addr: &str) -> Result<TcpListener, String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("listening on http://{local}");
-    let _ = std::io::stdout().flush();
-    tracing::info!("listening on http://{local}");
+    announce(&listener.local_addr().map_err(|e| e.to_string())?)?;
     Ok(listener)
+}
+
+/// Prints the actual listening address on stdout (scripts read this line when they asked for
+/// port 0).
+fn announce(addr: &impl std::fmt::Display) -> Result<(), String> {
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    tracing::info!("listening on http://{addr}");
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -28,6 +28,8 @@ pub const MAX_ID_LEN: usize = 256;
 pub struct Registry {
     pub listen: SocketAddr,
     pub max_request_bytes: u64,
+    /// Worker threads to serve with.
+    pub workers: usize,
     pub keys: Keys,
     /// When this configuration was loaded (Unix seconds): the models' `created`.
     pub created: u64,
@@ -222,9 +224,15 @@ impl Config {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let workers = match self.server.workers {
+            Some(0) => return Err("server.workers must be at least 1".into()),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         Ok(Registry {
             listen,
             max_request_bytes,
+            workers,
             keys: Keys::new(keys),
             created,
             models,

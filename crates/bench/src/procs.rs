@@ -1,0 +1,225 @@
+//! The processes under test: the simulated engine, Bridge and nginx, each on a free loopback
+//! port, plus what the benchmark reads about them from `/proc` (RSS, CPU time).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A child process that is killed when dropped.
+pub struct Server {
+    pub addr: String,
+    child: Child,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    /// SIGTERM first, so nginx's master stops its workers (SIGKILL would orphan them), then
+    /// SIGKILL for anything still running.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            for _ in 0..50 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// The `bridge` binary built beside this one.
+pub fn bridge_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = exe.with_file_name("bridge");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: build it with cargo build --release",
+            path.display()
+        ))
+    }
+}
+
+/// Starts `bridge ARGS`, which prints `listening on http://ADDR` once ready.
+async fn start_bridge_process(name: &'static str, args: &[&str]) -> Result<Server> {
+    let mut command = Command::new(bridge_binary()?);
+    if name == "engine" {
+        // Runtime settings given for the experiment apply to Bridge, never to the engine.
+        command.env_remove("TOKIO_WORKER_THREADS");
+    }
+    let mut child = command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(stdout);
+    tokio::time::timeout(Duration::from_secs(20), reader.read_line(&mut line))
+        .await
+        .map_err(|_| format!("{name} did not start"))?
+        .map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .ok_or_else(|| format!("{name} printed {line:?}"))?
+        .to_string();
+    Ok(Server { addr, child })
+}
+
+/// The simulated engine (the upstream of every arm).
+pub async fn start_engine() -> Result<Server> {
+    start_bridge_process(
+        "engine",
+        &["simulate", "--listen", "127.0.0.1:0", "--model", "bench"],
+    )
+    .await
+}
+
+/// Bridge, routing model `bench` to `engine`.
+pub async fn start_bridge(engine: &Server, dir: &Path) -> Result<Server> {
+    let config = format!(
+        "[[models]]\nid = \"bench\"\n[[models.deployments]]\nid = \"d\"\nreplicas = [\"http://{}/v1\"]\n",
+        engine.addr
+    );
+    let path = dir.join("bridge.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let path = path.display().to_string();
+    start_bridge_process(
+        "bridge",
+        &["serve", "--listen", "127.0.0.1:0", "--config", &path],
+    )
+    .await
+}
+
+/// A free loopback port (for nginx, which cannot be told to pick one).
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// nginx as a plain reverse proxy to `engine`: one worker per core, a keep-alive upstream pool,
+/// no buffering (so streams pass through) — the practical limit for "one extra hop".
+pub async fn start_nginx(engine: &Server, dir: &Path) -> Result<Server> {
+    let port = free_port()?;
+    let conf = format!(
+        r#"worker_processes 2;
+worker_rlimit_nofile 200000;
+error_log {dir}/nginx-error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 65536; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir};
+    proxy_temp_path {dir};
+    client_max_body_size 64m;
+    client_body_buffer_size 2m;
+    keepalive_requests 1000000;
+    upstream engine {{ server {engine}; keepalive 1024; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=8192;
+        location / {{
+            proxy_pass http://engine;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"#,
+        dir = dir.display(),
+        engine = engine.addr,
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    let child = Command::new("nginx")
+        .args(["-e", "stderr", "-g", "daemon off;", "-c"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start nginx (scripts/bench.sh installs it): {e}"))?;
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            return Ok(Server { addr, child });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("nginx did not start".into())
+}
+
+/// Resident memory of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `pid` and its direct children (nginx's workers).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1));
+            if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// User + system CPU seconds used so far by `pids`.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    // Linux reports these in clock ticks of 1/100 s on every architecture Bridge targets.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            // After the command name: state is field 0, utime 11, stime 12.
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+        })
+        .sum()
+}

@@ -1,0 +1,380 @@
+//! Results: raw data (JSON, CSV), the ratio table printed for BENCHMARKS.md, and SVG plots.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::procs::Result;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub command: String,
+    pub machine: String,
+    pub mode: String,
+    /// Per arm, closed loop at concurrency 1, small body.
+    pub latency_c1: Vec<Latency>,
+    pub sweep: Vec<SweepPoint>,
+    pub bodies: Vec<BodyPoint>,
+    pub streams: Vec<StreamPoint>,
+    pub memory: Memory,
+    /// Bridge's RSS (KiB) against its open streams, sampled during the scale run.
+    pub rss_curve: Vec<(usize, u64)>,
+    pub cpu: Vec<Cpu>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub arm: String,
+    pub requests: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    pub arm: String,
+    pub concurrency: usize,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BodyPoint {
+    pub arm: String,
+    pub bytes: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamPoint {
+    pub arm: String,
+    pub shape: String,
+    pub streams: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub lost_events: u64,
+    pub stalls: u64,
+    pub ttfb_p50_us: f64,
+    pub ttfb_p99_us: f64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Memory {
+    pub idle_kib: u64,
+    pub peak_kib: u64,
+    pub streams_at_peak: usize,
+    pub per_stream_kib: f64,
+    pub after_kib: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cpu {
+    pub arm: String,
+    pub requests: u64,
+    pub cpu_seconds: f64,
+    pub cpu_ms_per_1000: f64,
+}
+
+fn find<T>(items: &[T], pred: impl Fn(&T) -> bool) -> Option<&T> {
+    items.iter().find(|i| pred(i))
+}
+
+impl Results {
+    /// The markdown table of figures and ratios, as pasted into BENCHMARKS.md.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let direct = find(&self.latency_c1, |l| l.arm == "direct");
+        let _ = writeln!(
+            out,
+            "### Added latency at concurrency 1 (closed loop, small chat body)\n"
+        );
+        let _ = writeln!(out, "| arm | requests | p50 µs | p99 µs | added p50 µs | added p99 µs |\n|---|---|---|---|---|---|");
+        for l in &self.latency_c1 {
+            let (a50, a99) =
+                direct.map_or((0.0, 0.0), |d| (l.p50_us - d.p50_us, l.p99_us - d.p99_us));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {:.1} | {:+.1} | {:+.1} |",
+                l.arm, l.requests, l.p50_us, l.p99_us, a50, a99
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n### Throughput sweep (closed loop; best = highest req/s with p99 < 1 s)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| arm | concurrency | req/s | p50 µs | p99 µs | errors |\n|---|---|---|---|---|---|"
+        );
+        for p in &self.sweep {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+                p.arm, p.concurrency, p.rps, p.p50_us, p.p99_us, p.errors
+            );
+        }
+        let best = |arm: &str| {
+            self.sweep
+                .iter()
+                .filter(|p| p.arm == arm && p.p99_us < 1_000_000.0)
+                .map(|p| p.rps)
+                .fold(0.0, f64::max)
+        };
+        let (b, n, d) = (best("bridge"), best("nginx"), best("direct"));
+        let _ = writeln!(out, "\nBest req/s: direct {d:.0}, bridge {b:.0}, nginx {n:.0}; bridge/nginx {:.2}, bridge/direct {:.2}", ratio(b, n), ratio(b, d));
+        let _ = writeln!(out, "\n### Request body size (concurrency 1)\n");
+        let _ = writeln!(out, "| bytes | arm | p50 µs | p99 µs | added p50 µs | added p99 µs |\n|---|---|---|---|---|---|");
+        for p in &self.bodies {
+            let base = find(&self.bodies, |q| q.arm == "direct" && q.bytes == p.bytes);
+            let (a50, a99) =
+                base.map_or((0.0, 0.0), |d| (p.p50_us - d.p50_us, p.p99_us - d.p99_us));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.0} | {:+.0} | {:+.0} |",
+                p.bytes, p.arm, p.p50_us, p.p99_us, a50, a99
+            );
+        }
+        let _ = writeln!(out, "\n### Paced streams\n");
+        let _ = writeln!(out, "| shape | arm | completed | failed | lost events | stalls | TTFB p50 µs | TTFB p99 µs | added TTFB p99 µs |\n|---|---|---|---|---|---|---|---|---|");
+        for s in &self.streams {
+            let base = find(&self.streams, |q| q.arm == "direct" && q.shape == s.shape);
+            let added = base.map_or(0.0, |d| s.ttfb_p99_us - d.ttfb_p99_us);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {}/{} | {} | {} | {} | {:.0} | {:.0} | {:+.0} |",
+                s.shape,
+                s.arm,
+                s.completed,
+                s.streams,
+                s.failed,
+                s.lost_events,
+                s.stalls,
+                s.ttfb_p50_us,
+                s.ttfb_p99_us,
+                added
+            );
+        }
+        let m = &self.memory;
+        let _ = writeln!(out, "\n### Bridge memory and CPU\n");
+        let _ = writeln!(
+            out,
+            "RSS idle {:.1} MB; at {} open streams {:.1} MB ({:.1} KB per stream); after the load {:.1} MB ({:+.0}% of idle).",
+            m.idle_kib as f64 / 1024.0,
+            m.streams_at_peak,
+            m.peak_kib as f64 / 1024.0,
+            m.per_stream_kib,
+            m.after_kib as f64 / 1024.0,
+            100.0 * (m.after_kib as f64 - m.idle_kib as f64) / m.idle_kib.max(1) as f64
+        );
+        let _ = writeln!(
+            out,
+            "\n| arm | requests | CPU s | CPU ms per 1,000 requests |\n|---|---|---|---|"
+        );
+        for c in &self.cpu {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {:.1} |",
+                c.arm, c.requests, c.cpu_seconds, c.cpu_ms_per_1000
+            );
+        }
+        if let (Some(b), Some(n)) = (
+            find(&self.cpu, |c| c.arm == "bridge"),
+            find(&self.cpu, |c| c.arm == "nginx"),
+        ) {
+            let _ = writeln!(
+                out,
+                "\nBridge CPU per request / nginx's: {:.2}",
+                ratio(b.cpu_ms_per_1000, n.cpu_ms_per_1000)
+            );
+        }
+        out
+    }
+
+    /// Writes results.json, sweep.csv, rss.csv, the plots and table.md into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+        };
+        write(
+            "results.json",
+            serde_json::to_string_pretty(self).map_err(|e| e.to_string())?,
+        )?;
+        let mut csv = String::from("arm,concurrency,rps,p50_us,p99_us,errors\n");
+        for p in &self.sweep {
+            let _ = writeln!(
+                csv,
+                "{},{},{:.1},{:.1},{:.1},{}",
+                p.arm, p.concurrency, p.rps, p.p50_us, p.p99_us, p.errors
+            );
+        }
+        write("sweep.csv", csv)?;
+        let mut csv = String::from("open_streams,rss_kib\n");
+        for (open, rss) in &self.rss_curve {
+            let _ = writeln!(csv, "{open},{rss}");
+        }
+        write("rss.csv", csv)?;
+        write("table.md", self.table())?;
+        let series = |f: &dyn Fn(&SweepPoint) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+            ["direct", "bridge", "nginx"]
+                .iter()
+                .map(|arm| {
+                    let points = self
+                        .sweep
+                        .iter()
+                        .filter(|p| p.arm == *arm)
+                        .map(|p| (p.concurrency as f64, f(p)))
+                        .collect();
+                    (arm.to_string(), points)
+                })
+                .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
+                .collect()
+        };
+        write(
+            "latency-vs-concurrency.svg",
+            chart(
+                "p99 latency vs concurrency",
+                "concurrency (log)",
+                "p99 ms",
+                &series(&|p| p.p99_us / 1000.0),
+                true,
+            ),
+        )?;
+        write(
+            "throughput-vs-concurrency.svg",
+            chart(
+                "throughput vs concurrency",
+                "concurrency (log)",
+                "requests/s",
+                &series(&|p| p.rps),
+                true,
+            ),
+        )?;
+        let rss = vec![(
+            "bridge".to_string(),
+            self.rss_curve
+                .iter()
+                .map(|(o, r)| (*o as f64, *r as f64 / 1024.0))
+                .collect(),
+        )];
+        write(
+            "rss-vs-streams.svg",
+            chart(
+                "Bridge RSS vs open streams",
+                "open streams",
+                "RSS MB",
+                &rss,
+                false,
+            ),
+        )?;
+        Ok(())
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// A small SVG line chart: one polyline and legend entry per series.
+fn chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    log_x: bool,
+) -> String {
+    const W: f64 = 640.0;
+    const H: f64 = 400.0;
+    const PAD: f64 = 60.0;
+    const COLORS: [&str; 3] = ["#555555", "#d62728", "#1f77b4"];
+    let tx = |x: f64| if log_x { x.max(1.0).log10() } else { x };
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|&(x, y)| (tx(x), y)))
+        .collect();
+    let (x_min, x_max) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &(x, _)| (a.min(x), b.max(x)));
+    let y_max = all.iter().fold(0.0f64, |m, &(_, y)| m.max(y)) * 1.1;
+    let (x_min, x_max) = if x_max > x_min {
+        (x_min, x_max)
+    } else {
+        (x_min - 1.0, x_min + 1.0)
+    };
+    let y_max = if y_max > 0.0 { y_max } else { 1.0 };
+    let px = |x: f64| PAD + (tx(x) - x_min) / (x_max - x_min) * (W - 2.0 * PAD);
+    let py = |y: f64| H - PAD - y / y_max * (H - 2.0 * PAD);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n\
+         <line x1=\"{PAD}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\n\
+         <text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">{y_label}</text>\n",
+        W / 2.0, H - PAD, W - PAD, H - PAD, H - PAD, W / 2.0, H - 16.0, H / 2.0, H / 2.0
+    );
+    for i in 0..=4 {
+        let y = y_max * f64::from(i) / 4.0;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            PAD - 6.0,
+            py(y) + 4.0,
+            short(y)
+        );
+    }
+    let mut xs: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let step = (xs.len() / 8).max(1);
+    for x in xs.iter().step_by(step) {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            px(*x),
+            H - PAD + 16.0,
+            short(*x)
+        );
+    }
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>",
+            W - PAD - 60.0,
+            PAD + 16.0 * i as f64
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn short(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
