@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// Largest request body accepted, in bytes; larger ones get 413 without being read.
     pub max_request_bytes: Option<u64>,
+    /// Time allowed to receive a whole request body, in milliseconds (408 past it), so a
+    /// client that stalls mid-body cannot hold a connection and its buffer. Default 60 000.
+    pub body_read_timeout_ms: Option<u64>,
     /// Worker threads, each with its own event loop and upstream pool. Default: one per core.
     pub workers: Option<usize>,
 }

@@ -31,6 +31,9 @@ pub struct ErrorFields {
     pub code: Option<Cow<'static, str>>,
     /// Seconds for a `retry-after` header; the SDKs honour it between 0 and 120 s.
     pub retry_after: Option<u32>,
+    /// `x-should-retry` for the SDKs: `Some(false)` on Bridge's own client errors (they would
+    /// fail the same way again), unset on relayed engine errors so the SDKs' usual rules apply.
+    pub should_retry: Option<bool>,
     /// Methods for the `allow` header of a 405.
     pub allow: Option<&'static str>,
 }
@@ -66,12 +69,19 @@ impl ApiError {
             param: None,
             code: None,
             retry_after: None,
+            should_retry: status.is_client_error().then_some(false),
             allow: None,
         }))
     }
 
     pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
         self.param = Some(param.into());
+        self
+    }
+
+    /// Leaves retrying to the SDKs' usual rules (for client errors a retry can cure).
+    pub fn retryable(mut self) -> Self {
+        self.should_retry = None;
         self
     }
 
@@ -197,9 +207,11 @@ impl ApiError {
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        if self.status.is_client_error() && self.retry_after.is_none() {
-            // A client mistake will fail the same way again: tell the SDKs not to retry.
-            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        if let Some(retry) = self.should_retry {
+            headers.insert(
+                "x-should-retry",
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
         }
         response
     }
@@ -216,6 +228,7 @@ impl ApiError {
             "invalid_request_error"
         };
         let mut error = Self::new(status, fallback_kind, "");
+        error.should_retry = None;
         let object = match &parsed {
             Some(serde_json::Value::Object(map)) => match map.get("error") {
                 Some(serde_json::Value::Object(inner)) => Some(inner),

@@ -13,13 +13,18 @@ use std::ops::Range;
 /// Deepest nesting accepted. Python's `json` (vLLM, SGLang) stops near 1,000; serde_json at 128.
 pub const MAX_DEPTH: usize = 512;
 
-/// One top-level `"key": value` member, as byte ranges into the scanned body.
+/// One top-level `"key": value` member, as byte ranges into the scanned body, with what is
+/// needed to cut it out cleanly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// The key's raw bytes, quotes included (escapes not decoded).
     pub key: Range<usize>,
     /// The value's raw bytes.
     pub value: Range<usize>,
+    /// End of the previous member's value, when there is one.
+    pub prev_value_end: Option<usize>,
+    /// Start of the next member's key, when there is one.
+    pub next_key_start: Option<usize>,
 }
 
 impl Member {
@@ -32,6 +37,16 @@ impl Member {
             return raw == name.as_bytes();
         }
         serde_json::from_slice::<String>(&body[self.key.clone()]).is_ok_and(|k| k == name)
+    }
+
+    /// The byte range to cut so that this member disappears and the rest stays valid JSON:
+    /// the member plus the comma that joins it to a neighbour.
+    pub fn removal_range(&self) -> Range<usize> {
+        match (self.prev_value_end, self.next_key_start) {
+            (Some(prev), _) => prev..self.value.end,
+            (None, Some(next)) => self.key.start..next,
+            (None, None) => self.key.start..self.value.end,
+        }
     }
 }
 
@@ -48,6 +63,9 @@ pub enum JsonError {
     Syntax { what: &'static str, at: usize },
     #[error("the request body is nested more than {MAX_DEPTH} levels deep")]
     TooDeep,
+    /// A member the caller refused (e.g. a duplicate routing key); the caller knows why.
+    #[error("{0}")]
+    Refused(&'static str),
 }
 
 fn syntax(what: &'static str, at: usize) -> JsonError {
@@ -55,8 +73,23 @@ fn syntax(what: &'static str, at: usize) -> JsonError {
 }
 
 /// Scans `body`, which must hold exactly one JSON object (surrounding whitespace allowed), and
-/// returns its top-level members in order. Cost is one pass over the bytes.
+/// returns its top-level members in order. Convenient for tests; the request path uses
+/// [`scan_members`], which keeps nothing it is not asked to.
 pub fn scan_object(body: &[u8]) -> Result<Vec<Member>, JsonError> {
+    let mut members = Vec::new();
+    scan_members(body, |m| {
+        members.push(m);
+        Ok(())
+    })?;
+    Ok(members)
+}
+
+/// Scans `body` as one JSON object, calling `on_member` for each top-level member as soon as
+/// its neighbours are known. Cost is one pass over the bytes and no allocation per member.
+pub fn scan_members(
+    body: &[u8],
+    mut on_member: impl FnMut(Member) -> Result<(), JsonError>,
+) -> Result<(), JsonError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(JsonError::Utf8(e.valid_up_to()));
     }
@@ -72,10 +105,10 @@ pub fn scan_object(body: &[u8]) -> Result<Vec<Member>, JsonError> {
         Some(_) => return Err(syntax("unexpected character", i)),
     }
     i = ws(body, i + 1);
-    let mut members = Vec::new();
     if body.get(i) == Some(&b'}') {
         i += 1;
     } else {
+        let mut prev_value_end = None;
         loop {
             if body.get(i) != Some(&b'"') {
                 return Err(syntax("expected a string key", i));
@@ -87,39 +120,34 @@ pub fn scan_object(body: &[u8]) -> Result<Vec<Member>, JsonError> {
             }
             let value_start = ws(body, colon + 1);
             let value_end = skip_value(body, value_start)?;
-            members.push(Member {
-                key: i..key_end,
-                value: value_start..value_end,
-            });
+            let key = i..key_end;
             i = ws(body, value_end);
-            match body.get(i) {
-                Some(b',') => i = ws(body, i + 1),
-                Some(b'}') => {
-                    i += 1;
-                    break;
+            let next_key_start = match body.get(i) {
+                Some(b',') => {
+                    i = ws(body, i + 1);
+                    Some(i)
                 }
+                Some(b'}') => None,
                 _ => return Err(syntax("expected ',' or '}'", i)),
+            };
+            on_member(Member {
+                key,
+                value: value_start..value_end,
+                prev_value_end,
+                next_key_start,
+            })?;
+            if next_key_start.is_none() {
+                i += 1;
+                break;
             }
+            prev_value_end = Some(value_end);
         }
     }
     let end = ws(body, i);
     if end != body.len() {
         return Err(syntax("unexpected data after the object", end));
     }
-    Ok(members)
-}
-
-/// The byte range to cut so that `members[index]` disappears and the rest stays valid JSON:
-/// the member plus the comma that joins it to a neighbour.
-pub fn removal_range(members: &[Member], index: usize) -> Range<usize> {
-    let m = &members[index];
-    if index > 0 {
-        members[index - 1].value.end..m.value.end
-    } else if let Some(next) = members.get(1) {
-        m.key.start..next.key.start
-    } else {
-        m.key.start..m.value.end
-    }
+    Ok(())
 }
 
 fn ws(b: &[u8], mut i: usize) -> usize {
@@ -137,7 +165,8 @@ pub fn skip_value(b: &[u8], mut i: usize) -> Result<usize, JsonError> {
     'value: loop {
         match b.get(i) {
             Some(b'{') | Some(b'[') => {
-                if stack.len() >= MAX_DEPTH {
+                // The top-level object is level 1; this container would be level len + 2.
+                if stack.len() + 2 > MAX_DEPTH {
                     return Err(JsonError::TooDeep);
                 }
                 let is_object = b[i] == b'{';

@@ -32,7 +32,21 @@ pub async fn forward(
     let caller = registry.keys.authenticate(request.headers())?;
     let (mut parts, body) = request.into_parts();
     check_content_type(&parts.headers)?;
-    let body = read_body(body, &parts.headers, registry.max_request_bytes).await?;
+    let read = read_body(body, &parts.headers, registry.max_request_bytes);
+    let body = tokio::time::timeout(registry.body_read_timeout, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                http::StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    registry.body_read_timeout.as_millis()
+                ),
+            )
+            .with_code("body_read_timeout")
+            .retryable()
+        })??;
     let routed = route(&body)?;
     let deployment = resolve(&registry, caller, &routed.routing)?;
     let new_model = match routed.routing.from_model_name {

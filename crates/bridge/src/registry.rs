@@ -28,6 +28,8 @@ pub const MAX_ID_LEN: usize = 256;
 pub struct Registry {
     pub listen: SocketAddr,
     pub max_request_bytes: u64,
+    /// Time allowed to receive a request body.
+    pub body_read_timeout: Duration,
     /// Worker threads to serve with.
     pub workers: usize,
     pub keys: Keys,
@@ -166,14 +168,13 @@ fn secret(
     Ok(Some(value))
 }
 
+/// Ids appear in URLs (`/v1/models/{id}`), so they are limited to URL-unreserved characters:
+/// no client has to percent-encode them.
 fn check_id(what: &str, id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > MAX_ID_LEN
-        || id.contains('/')
-        || id.chars().any(char::is_whitespace)
-    {
+    let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~');
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(unreserved) {
         return Err(format!(
-            "{what} '{id}' must be 1 to {MAX_ID_LEN} characters with no '/' or whitespace"
+            "{what} '{id}' must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '-', '.', '_', '~'"
         ));
     }
     Ok(())
@@ -229,9 +230,12 @@ impl Config {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let body_read_timeout =
+            Duration::from_millis(self.server.body_read_timeout_ms.unwrap_or(60_000).max(1));
         Ok(Registry {
             listen,
             max_request_bytes,
+            body_read_timeout,
             workers,
             keys: Keys::new(keys),
             created,

@@ -57,7 +57,10 @@ fn mistakes_are_named() {
             "'zz' is not among",
         ),
         (format!("{ONE}{ONE}"), "defined twice"),
-        (ONE.replace("id = \"m\"", "id = \"a/b\""), "no '/'"),
+        (
+            ONE.replace("id = \"m\"", "id = \"a/b\""),
+            "characters of A-Z",
+        ),
         (
             format!("[server]\nlisten = \"nope\"\n{ONE}"),
             "server.listen",

@@ -11,10 +11,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{BoxError, ResBody};
@@ -41,7 +41,7 @@ const STRIP_RESPONSE: [HeaderName; 7] = [
 pub async fn relay(upstream: Response<Incoming>) -> Result<Response<ResBody>, ApiError> {
     let (mut parts, body) = upstream.into_parts();
     if parts.status.is_client_error() || parts.status.is_server_error() {
-        return Err(engine_error(parts.status, body).await);
+        return Err(engine_error(parts.status, &parts.headers, body).await);
     }
     for name in &STRIP_RESPONSE {
         parts.headers.remove(name);
@@ -69,26 +69,48 @@ pub async fn relay(upstream: Response<Incoming>) -> Result<Response<ResBody>, Ap
 }
 
 /// Reads an engine's error body (bounded in size and time) into an OpenAI-shaped error.
-async fn engine_error(status: StatusCode, body: Incoming) -> ApiError {
-    let read = tokio::time::timeout(
-        ERROR_BODY_TIMEOUT,
-        Limited::new(body, MAX_ERROR_BODY).collect(),
-    );
-    let bytes = match read.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        _ => Bytes::new(),
-    };
+async fn engine_error(status: StatusCode, headers: &HeaderMap, body: Incoming) -> ApiError {
+    let bytes = read_prefix(body, MAX_ERROR_BODY).await;
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         // The engine rejected *Bridge's* credentials: relaying 401 would tell the client its
-        // own key is wrong, which it is not.
+        // own key is wrong, which it is not; and retrying will not help.
         let engine = ApiError::from_engine(status, &bytes);
-        return ApiError::bad_gateway(format!(
+        let mut error = ApiError::bad_gateway(format!(
             "the engine rejected Bridge's credentials ({status}: {}); check the deployment's api_key_env",
             engine.message
         ))
         .with_code("upstream_auth_failed");
+        error.should_retry = Some(false);
+        return error;
     }
-    ApiError::from_engine(status, &bytes)
+    let mut error = ApiError::from_engine(status, &bytes);
+    // An engine that is busy says when to come back; the SDKs honour it.
+    error.retry_after = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    error
+}
+
+/// Up to `limit` bytes of `body`, within [`ERROR_BODY_TIMEOUT`]: a long or slow error body is
+/// cut, never lost.
+async fn read_prefix(mut body: Incoming, limit: usize) -> Bytes {
+    let mut out = Vec::new();
+    let read = async {
+        while out.len() < limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let take = data.len().min(limit - out.len());
+                        out.extend_from_slice(&data[..take]);
+                    }
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(ERROR_BODY_TIMEOUT, read).await;
+    Bytes::from(out)
 }
 
 /// A relayed SSE stream.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::body::ReqBody;
 use crate::error::{ApiError, ROUTING_HINT};
-use crate::json::{removal_range, scan_object, JsonError, Member};
+use crate::json::{scan_members, JsonError, Member};
 use crate::registry::MAX_ID_LEN;
 
 /// Prefix of the model-name routing form.
@@ -31,9 +31,9 @@ pub struct Routing {
 #[derive(Debug)]
 pub struct RoutedBody {
     pub routing: Routing,
-    members: Vec<Member>,
-    baseten: Option<usize>,
-    model: Option<usize>,
+    baseten: Option<Member>,
+    /// The last `model` member (the one Python's `json`, and so the engine, would use).
+    model: Option<Member>,
 }
 
 impl From<JsonError> for ApiError {
@@ -44,26 +44,33 @@ impl From<JsonError> for ApiError {
 
 /// Scans `body` and extracts the routing. Every client mistake is a 400 naming the field.
 pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
-    let members = scan_object(body)?;
     let mut baseten = None;
     let mut model = None;
-    for (i, m) in members.iter().enumerate() {
+    let scanned = scan_members(body, |m| {
         if m.key_is(body, "baseten") {
             if baseten.is_some() {
-                return Err(
-                    ApiError::bad_request("the body has more than one 'baseten' key")
-                        .with_param("baseten"),
-                );
+                return Err(JsonError::Refused("duplicate baseten"));
             }
-            baseten = Some(i);
+            baseten = Some(m);
         } else if m.key_is(body, "model") {
-            model = Some(i);
+            model = Some(m);
         }
+        Ok(())
+    });
+    match scanned {
+        Err(JsonError::Refused(_)) => {
+            return Err(
+                ApiError::bad_request("the body has more than one 'baseten' key")
+                    .with_param("baseten"),
+            )
+        }
+        other => other?,
     }
     let routing = match baseten {
-        Some(i) => from_baseten(&body[members[i].value.clone()])?,
+        Some(ref m) => from_baseten(&body[m.value.clone()])?,
         None => model
-            .and_then(|i| from_model_name(&body[members[i].value.clone()]))
+            .as_ref()
+            .and_then(|m| from_model_name(&body[m.value.clone()]))
             .transpose()?
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
@@ -75,7 +82,6 @@ pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
     };
     Ok(RoutedBody {
         routing,
-        members,
         baseten,
         model,
     })
@@ -191,12 +197,12 @@ impl RoutedBody {
     /// `new_model` when given. Slices share `body`'s buffer; only the new model name is fresh.
     pub fn upstream_body(&self, body: &Bytes, new_model: Option<&str>) -> ReqBody {
         let mut edits: Vec<(std::ops::Range<usize>, Option<Bytes>)> = Vec::with_capacity(2);
-        if let Some(i) = self.baseten {
-            edits.push((removal_range(&self.members, i), None));
+        if let Some(m) = &self.baseten {
+            edits.push((m.removal_range(), None));
         }
-        if let (Some(name), Some(i)) = (new_model, self.model) {
+        if let (Some(name), Some(m)) = (new_model, &self.model) {
             let encoded = serde_json::to_vec(name).unwrap_or_default();
-            edits.push((self.members[i].value.clone(), Some(Bytes::from(encoded))));
+            edits.push((m.value.clone(), Some(Bytes::from(encoded))));
         }
         if edits.is_empty() {
             return ReqBody::new([body.clone()]);

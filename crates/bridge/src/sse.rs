@@ -85,7 +85,10 @@ impl SseScanner {
         }
     }
 
-    /// At the end of the engine's stream: relays a last event that lacked its blank line.
+    /// At the end of the engine's stream: relays a last event that lacked its blank line, but
+    /// only when it is whole (`[DONE]`, an error, or complete JSON). A truncated event is
+    /// dropped: the SDKs json-decode every event and would fail with a raw decode error instead
+    /// of the in-band error the relay sends next.
     pub fn finish(&mut self, out: &mut VecDeque<Bytes>) {
         if self.partial.iter().all(u8::is_ascii_whitespace) {
             self.partial.clear();
@@ -104,9 +107,29 @@ impl SseScanner {
                 self.errored = true;
                 out.push_back(rewrite_error(&event));
             }
-            Kind::Normal => out.push_back(event.freeze()),
+            Kind::Normal => {
+                let data = joined_data(&event);
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() {
+                    out.push_back(event.freeze());
+                }
+            }
         }
     }
+}
+
+/// All `data:` lines of an event joined with `\n`, as SSE clients (and the SDKs) read them.
+fn joined_data(event: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            if !data.is_empty() {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+        }
+    }
+    data
 }
 
 /// Index just past the first blank line (event terminator) at or after `from`.
@@ -168,8 +191,8 @@ fn is_error_payload(data: &[u8]) -> bool {
 
 /// The engine's error event in the OpenAI envelope, as one event.
 fn rewrite_error(event: &[u8]) -> Bytes {
-    let data = first_data(event).unwrap_or_default();
-    let status = serde_json::from_slice::<serde_json::Value>(data)
+    let data = joined_data(event);
+    let status = serde_json::from_slice::<serde_json::Value>(&data)
         .ok()
         .and_then(|v| {
             let code = v
@@ -182,7 +205,7 @@ fn rewrite_error(event: &[u8]) -> Bytes {
         .and_then(|c| StatusCode::from_u16(c).ok())
         .filter(|s| s.is_client_error() || s.is_server_error())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    ApiError::from_engine(status, data).sse_data()
+    ApiError::from_engine(status, &data).sse_data()
 }
 
 #[cfg(test)]

@@ -91,3 +91,24 @@ fn endless_event_is_bounded() {
     assert_eq!(result, Err(EventTooLarge));
     assert!(out.is_empty());
 }
+
+#[test]
+fn truncated_last_event_is_never_relayed() {
+    let (text, scanner) = run(&[b"data: {\"a\":1}\n\ndata: {\"id\":\"x\",\"object\":\"chat.comp"]);
+    assert_eq!(text, "data: {\"a\":1}\n\n");
+    assert!(!scanner.done);
+    let (text, _) = run(&[b"data: {\"a\":2}"]);
+    assert_eq!(
+        text, "data: {\"a\":2}\n\n",
+        "a whole last event is completed and kept"
+    );
+}
+
+#[test]
+fn multi_line_error_events_are_read_whole() {
+    let event = b"data: {\"error\":\ndata: {\"message\": \"split\", \"code\": 400}}\n\n";
+    let (text, scanner) = run(&[event]);
+    assert!(scanner.errored);
+    assert!(text.contains("\"message\":\"split\""), "{text}");
+    assert!(text.contains("\"code\":\"400\""), "{text}");
+}

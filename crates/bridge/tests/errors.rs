@@ -14,7 +14,7 @@ const URL: &str = "/v1/direct/chat/completions";
 async fn setup() -> (Running, Running) {
     let engine = Sim::start().await;
     let config = format!(
-        "[server]\nmax_request_bytes = 4096\n{}[[models.deployments]]\nid = \"slow\"\nreplicas = [\"{}\"]\n\
+        "[server]\nmax_request_bytes = 4096\nbody_read_timeout_ms = 300\n{}[[models.deployments]]\nid = \"slow\"\nreplicas = [\"{}\"]\n\
          [models.deployments.timeouts]\nfirst_byte_ms = 300\n\
          [[models.deployments]]\nid = \"down\"\nreplicas = [\"{}\"]\n",
         one_model(&engine.base()),
@@ -43,7 +43,11 @@ async fn expect(
         error["message"].as_str().unwrap().contains(text),
         "want '{text}' in {error}"
     );
-    if reply.status.is_client_error() {
+    let relayed = code.is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit()));
+    if relayed {
+        // The engine's own errors keep the SDKs' usual retry rules.
+        assert!(!reply.headers.contains_key("x-should-retry"), "{error}");
+    } else if reply.status.is_client_error() {
         assert_eq!(
             reply.headers["x-should-retry"], "false",
             "client mistakes must not invite retries"
@@ -320,4 +324,55 @@ async fn engine_rejecting_bridges_key_is_502_not_401() {
     let error = reply.error();
     assert_eq!(error["code"], "upstream_auth_failed");
     assert!(error["message"].as_str().unwrap().contains("Unauthorized"));
+}
+
+#[tokio::test]
+async fn busy_engines_keep_their_retry_after() {
+    let engine = Capture::start(|_| async {
+        http::Response::builder()
+            .status(429)
+            .header("retry-after", "3")
+            .header("content-type", "application/json")
+            .body(full_body(
+                r#"{"error":{"message":"queue full","type":"rate_limit","code":429}}"#,
+            ))
+            .unwrap()
+    })
+    .await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    let reply = post(&bridge.url(URL), chat("m")).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.headers["retry-after"], "3");
+    assert!(
+        !reply.headers.contains_key("x-should-retry"),
+        "the SDK must be free to retry a 429"
+    );
+    assert_eq!(reply.error()["message"], "queue full");
+}
+
+#[tokio::test]
+async fn long_engine_error_bodies_are_cut_not_lost() {
+    let message = "x".repeat(70_000);
+    let engine = Capture::json(400, json!({"error": {"message": message, "code": 400}})).await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    let reply = post(&bridge.url(URL), chat("m")).await;
+    assert_eq!(reply.status, 400);
+    let kept = reply.error()["message"].as_str().unwrap().to_string();
+    // The first 64 KiB are read; no longer whole JSON, they are kept as text, cut to 4,096
+    // characters: the engine's words survive instead of "no message".
+    assert!(
+        kept.starts_with(r#"{"error":{"message":"xxxx"#),
+        "{}",
+        &kept[..40]
+    );
+    assert_eq!(kept.chars().count(), 4096);
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_408() {
+    let (_engine, bridge) = setup().await;
+    let head = "POST /v1/direct/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"mod";
+    let answer = raw_exchange(bridge.addr, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_read_timeout"), "{answer}");
 }
