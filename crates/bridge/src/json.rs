@@ -90,8 +90,13 @@ pub fn scan_members(
     body: &[u8],
     mut on_member: impl FnMut(Member) -> Result<(), JsonError>,
 ) -> Result<(), JsonError> {
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(JsonError::Utf8(e.valid_up_to()));
+    // SIMD validation first (several times faster than std's on non-ASCII text); std only to
+    // find where the bad byte is.
+    if simdutf8::basic::from_utf8(body).is_err() {
+        let at = std::str::from_utf8(body)
+            .err()
+            .map_or(0, |e| e.valid_up_to());
+        return Err(JsonError::Utf8(at));
     }
     let mut i = ws(body, 0);
     match body.get(i) {
