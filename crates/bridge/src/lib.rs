@@ -83,9 +83,9 @@ fn warn_if_open(registry: &Registry) {
 }
 
 /// Serves Bridge with `workers` threads, nginx-style: each thread runs its own single-threaded
-/// runtime, accepts on the same listening socket and keeps its own upstream pool, so a request
-/// is handled start to finish on one thread with no cross-thread wake-ups. Blocks until every
-/// worker has drained after `shutdown` flips to true.
+/// runtime and keeps its own upstream pool, so a request is handled start to finish on one
+/// thread with no cross-thread wake-ups. One more thread accepts and deals connections to the
+/// workers in turn. Blocks until every worker has drained after `shutdown` flips to true.
 pub fn run_workers(
     listener: std::net::TcpListener,
     registry: Arc<Registry>,
@@ -94,42 +94,53 @@ pub fn run_workers(
 ) -> std::io::Result<()> {
     warn_if_open(&registry);
     listener.set_nonblocking(true)?;
-    let mut threads = Vec::with_capacity(workers);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut senders = Vec::new();
+    let mut threads = Vec::new();
     for i in 0..workers.max(1) {
-        let listener = listener.try_clone()?;
-        let registry = registry.clone();
-        let mut shutdown = shutdown.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("bridge-worker-{i}"))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener)?;
-                    let stop = async move {
-                        let _ = shutdown.wait_for(|stop| *stop).await;
-                    };
-                    serve_worker(listener, Arc::new(AppState::shared(registry)), stop).await;
-                    Ok::<(), std::io::Error>(())
-                })
-            })?;
-        threads.push(thread);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        senders.push(tx);
+        let (registry, stop) = (registry.clone(), stopped(shutdown.clone()));
+        threads.push(spawn_runtime(format!("bridge-worker-{i}"), async move {
+            let state = Arc::new(AppState::shared(registry));
+            serve_worker(server::Connections::Handoff(rx), state, stop).await;
+            Ok(())
+        })?);
     }
+    let stop = stopped(shutdown);
+    threads.push(spawn_runtime("bridge-accept".into(), async move {
+        server::distribute(TcpListener::from_std(listener)?, senders, stop).await;
+        Ok(())
+    })?);
     for thread in threads {
         thread
             .join()
-            .map_err(|_| std::io::Error::other("a worker thread panicked"))??;
+            .map_err(|_| std::io::Error::other("a Bridge thread panicked"))??;
     }
     Ok(())
 }
 
+/// Runs `task` on a new thread with its own single-threaded runtime.
+fn spawn_runtime(
+    name: String,
+    task: impl Future<Output = std::io::Result<()>> + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<std::io::Result<()>>> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(task)
+    })
+}
+
 async fn serve_worker(
-    listener: TcpListener,
+    connections: impl Into<server::Connections>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    server::serve(listener, shutdown, move |request| {
+    server::serve(connections, shutdown, move |request| {
         router::handle(state.clone(), request)
     })
     .await;

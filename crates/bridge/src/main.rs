@@ -142,7 +142,8 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(
             .map_err(|e| e.to_string())?
         }
     };
-    let listener = std::net::TcpListener::bind(registry.listen)
+    raise_fd_limit();
+    let listener = bind_listener(registry.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", registry.listen))?;
     announce(&listener.local_addr().map_err(|e| e.to_string())?)?;
     let workers = registry.workers;
@@ -164,6 +165,35 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(
         .map_err(|e| format!("serving failed: {e}"))?;
     let _ = engine_stop.send(());
     Ok(())
+}
+
+/// Every proxied stream holds two descriptors (client and engine): raise the soft limit to the
+/// hard one, as nginx's `worker_rlimit_nofile` and Go's runtime do, and say when it is low.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < 65_536 => tracing::warn!(
+            "open file limit is {limit}: at most ~{} concurrent streams; raise it (ulimit -n, LimitNOFILE)",
+            limit / 2
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not raise the open file limit: {e}"),
+    }
+}
+
+/// Accept backlog: bursts of thousands of new connections (a fleet of clients reconnecting)
+/// must queue, not be dropped into SYN retries. The kernel caps it at net.core.somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds Bridge's listening socket with [`LISTEN_BACKLOG`].
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
 }
 
 /// Binds `addr` for the simulator and announces it.

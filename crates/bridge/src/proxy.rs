@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::registry::{Deployment, Endpoint, Registry, Replica};
 use crate::relay::relay;
 use crate::routing::{route, Routing};
-use crate::upstream::{build_request, prepare_headers};
+use crate::upstream::{build_request, upstream_headers};
 use crate::AppState;
 
 /// Time allowed to ask a replica for its model name.
@@ -30,7 +30,7 @@ pub async fn forward(
 ) -> Result<Response<ResBody>, ApiError> {
     let registry = state.registry();
     let caller = registry.keys.authenticate(request.headers())?;
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     check_content_type(&parts.headers)?;
     let read = read_body(body, &parts.headers, registry.max_request_bytes);
     let body = tokio::time::timeout(registry.body_read_timeout, read)
@@ -63,18 +63,14 @@ pub async fn forward(
         replica = %replica.base,
         "forwarding"
     );
-    prepare_headers(
-        &mut parts.headers,
+    let headers = upstream_headers(
+        &parts.headers,
         request_id,
         deployment.upstream_auth.as_ref(),
         upstream_body.len(),
     );
-    let upstream_request = build_request(
-        Method::POST,
-        replica.uri(endpoint),
-        parts.headers,
-        upstream_body,
-    );
+    let upstream_request =
+        build_request(Method::POST, replica.uri(endpoint), headers, upstream_body);
     let response = state
         .upstream
         .send(upstream_request, deployment.first_byte_timeout)

@@ -101,7 +101,27 @@ fn check_id(param: &'static str, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The usual, valid `baseten` object, read without building a JSON tree.
+#[derive(serde::Deserialize)]
+struct Baseten<'a> {
+    #[serde(borrow)]
+    model_id: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    deployment_id: Option<std::borrow::Cow<'a, str>>,
+}
+
 fn from_baseten(raw: &[u8]) -> Result<Routing, ApiError> {
+    // Fast path: well-formed routing. Anything else goes the slow way, which names the mistake.
+    if let Ok(fast) = serde_json::from_slice::<Baseten<'_>>(raw) {
+        let valid = |id: &str| !id.is_empty() && id.len() <= MAX_ID_LEN;
+        if valid(&fast.model_id) && fast.deployment_id.as_deref().is_none_or(valid) {
+            return Ok(Routing {
+                model_id: fast.model_id.into_owned(),
+                deployment_id: fast.deployment_id.map(|d| d.into_owned()),
+                from_model_name: false,
+            });
+        }
+    }
     let value: Value = serde_json::from_slice(raw).map_err(|e| {
         ApiError::from(JsonError::Syntax {
             what: if e.is_syntax() {

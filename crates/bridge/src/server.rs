@@ -13,7 +13,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::body::BoxError;
@@ -23,9 +24,67 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long in-flight requests may run after a stop was requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `handler` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve<F, Fut, B>(listener: TcpListener, shutdown: impl Future<Output = ()>, handler: F)
-where
+/// Where a server's connections come from.
+pub enum Connections {
+    /// Accepted here.
+    Listener(TcpListener),
+    /// Accepted elsewhere and handed to this worker (see [`crate::run_workers`]).
+    Handoff(mpsc::UnboundedReceiver<std::net::TcpStream>),
+}
+
+impl From<TcpListener> for Connections {
+    fn from(listener: TcpListener) -> Self {
+        Connections::Listener(listener)
+    }
+}
+
+impl Connections {
+    /// The next connection; `None` when no more can come.
+    async fn next(&mut self) -> Option<std::io::Result<TcpStream>> {
+        match self {
+            Connections::Listener(listener) => Some(listener.accept().await.map(|(s, _)| s)),
+            Connections::Handoff(rx) => rx.recv().await.map(TcpStream::from_std),
+        }
+    }
+}
+
+/// Accepts on `listener` and hands connections to `workers` in turn, so each worker gets an
+/// equal share even when a burst of connections arrives at once (a shared listening socket
+/// lets whichever thread wakes first take them all). One cross-thread hop per connection,
+/// none per request.
+pub async fn distribute(
+    listener: TcpListener,
+    workers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut next = 0usize;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let _ = workers[next % workers.len()].send(stream);
+        next = next.wrapping_add(1);
+    }
+}
+
+/// Serves `handler` on `connections` until `shutdown` resolves, then drains.
+pub async fn serve<F, Fut, B>(
+    connections: impl Into<Connections>,
+    shutdown: impl Future<Output = ()>,
+    handler: F,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
@@ -37,31 +96,34 @@ where
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    let mut connections = connections.into();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
+        let stream = tokio::select! {
+            next = connections.next() => match next {
+                Some(Ok(stream)) => stream,
+                Some(Err(e)) => {
                     // Out of file descriptors or similar: back off instead of spinning.
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+                None => break,
             },
             () = &mut shutdown => break,
         };
+        let peer = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                debug!(%peer, error = %e, "connection ended with an error");
+                debug!(?peer, error = %e, "connection ended with an error");
             }
         });
     }
-    drop(listener);
+    drop(connections);
     tokio::select! {
         () = graceful.shutdown() => info!("all connections drained"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain timeout: closing remaining connections"),

@@ -111,37 +111,43 @@ fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// Turns the client's headers into the engine's, in place (no new map is built).
-pub fn prepare_headers(
-    headers: &mut HeaderMap,
+/// The engine's headers, built from the client's in one pass: each kept header is hashed once,
+/// where removing every unwanted name from the client's map hashed 16 names per request.
+pub fn upstream_headers(
+    client: &HeaderMap,
     request_id: &HeaderValue,
     upstream_auth: Option<&HeaderValue>,
     content_length: u64,
-) {
-    // Headers the client listed in `Connection` are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
+) -> HeaderMap {
+    // Headers the client listed in `Connection` are hop-by-hop too (rare: only then parsed).
+    let listed: Vec<HeaderName> = client
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in STRIP_REQUEST.iter().chain(listed.iter()) {
-        headers.remove(name);
-    }
-    for name in STRIP_REQUEST_NAMED {
-        headers.remove(name);
+    let mut out = HeaderMap::with_capacity(client.len() + 4);
+    for (name, value) in client {
+        let stripped = STRIP_REQUEST.contains(name)
+            || STRIP_REQUEST_NAMED.contains(&name.as_str())
+            || name == "x-request-id"
+            || listed.contains(name);
+        if !stripped {
+            out.append(name.clone(), value.clone());
+        }
     }
     // Plain bytes from the engine: Bridge inspects streams, and loopback/LAN bandwidth is cheap.
-    headers.insert(
+    out.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
-    headers.insert("x-request-id", request_id.clone());
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
+    out.insert("x-request-id", request_id.clone());
     if let Some(auth) = upstream_auth {
-        headers.insert(header::AUTHORIZATION, auth.clone());
+        out.insert(header::AUTHORIZATION, auth.clone());
     }
+    out
 }
 
 /// Builds a request to `uri` with the prepared headers.
