@@ -15,19 +15,24 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs `bridge serve --config path`, which must fail, and returns what it printed on stderr.
+fn failed_serve(path: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn unknown_config_key_is_an_error_naming_key_file_and_line() {
     let path = temp_config(
         "bad",
         "[server]\nlisten = \"127.0.0.1:0\"\nlisten_port = 9\n",
     );
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_serve(&path);
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("line 3"), "{err}");
     assert!(err.contains("listen_port"), "{err}");
@@ -36,13 +41,7 @@ fn unknown_config_key_is_an_error_naming_key_file_and_line() {
 #[test]
 fn invalid_config_values_are_errors_too() {
     let path = temp_config("invalid", "[[models]]\nid = \"m\"\n");
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("has no deployments"));
+    assert!(failed_serve(&path).contains("has no deployments"));
 }
 
 #[test]
