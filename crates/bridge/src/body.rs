@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
+use crate::pool::UpstreamBody;
 use crate::relay::SseRelay;
 
 /// Errors a response body can end with; hyper then aborts the connection, which is the only
@@ -84,7 +84,7 @@ pub enum ResBody {
     /// A body Bridge made itself (errors, model lists, health).
     Full(Option<Bytes>),
     /// An engine's non-stream body, relayed as it arrives.
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     /// An engine's SSE stream, relayed event by event with failures turned into in-band errors.
     Sse(Box<SseRelay>),
 }

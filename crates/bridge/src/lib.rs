@@ -24,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod json;
+pub mod pool;
 pub mod proxy;
 pub mod registry;
 pub mod relay;

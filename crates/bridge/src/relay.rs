@@ -15,10 +15,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::body::{BoxError, ResBody};
 use crate::error::ApiError;
+use crate::pool::UpstreamBody;
 use crate::sse::{SseScanner, MAX_EVENT_BYTES};
 
 /// Largest engine error body read; past it the message is cut.
@@ -38,7 +38,7 @@ const STRIP_RESPONSE: [HeaderName; 7] = [
 ];
 
 /// Builds the client's response from the engine's.
-pub async fn relay(upstream: Response<Incoming>) -> Result<Response<ResBody>, ApiError> {
+pub async fn relay(upstream: Response<UpstreamBody>) -> Result<Response<ResBody>, ApiError> {
     let (mut parts, body) = upstream.into_parts();
     if parts.status.is_client_error() || parts.status.is_server_error() {
         return Err(engine_error(parts.status, &parts.headers, body).await);
@@ -69,7 +69,7 @@ pub async fn relay(upstream: Response<Incoming>) -> Result<Response<ResBody>, Ap
 }
 
 /// Reads an engine's error body (bounded in size and time) into an OpenAI-shaped error.
-async fn engine_error(status: StatusCode, headers: &HeaderMap, body: Incoming) -> ApiError {
+async fn engine_error(status: StatusCode, headers: &HeaderMap, body: UpstreamBody) -> ApiError {
     let bytes = read_prefix(body, MAX_ERROR_BODY).await;
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         // The engine rejected *Bridge's* credentials: relaying 401 would tell the client its
@@ -94,7 +94,7 @@ async fn engine_error(status: StatusCode, headers: &HeaderMap, body: Incoming) -
 
 /// Up to `limit` bytes of `body`, within [`ERROR_BODY_TIMEOUT`]: a long or slow error body is
 /// cut, never lost.
-async fn read_prefix(mut body: Incoming, limit: usize) -> Bytes {
+async fn read_prefix(mut body: UpstreamBody, limit: usize) -> Bytes {
     let mut out = Vec::new();
     let read = async {
         while out.len() < limit {
@@ -115,7 +115,7 @@ async fn read_prefix(mut body: Incoming, limit: usize) -> Bytes {
 
 /// A relayed SSE stream.
 pub struct SseRelay {
-    upstream: Incoming,
+    upstream: UpstreamBody,
     scanner: SseScanner,
     /// Output ready to hand to the client (usually at most one slice).
     queue: VecDeque<Bytes>,
@@ -123,7 +123,7 @@ pub struct SseRelay {
 }
 
 impl SseRelay {
-    pub fn new(upstream: Incoming) -> Self {
+    pub fn new(upstream: UpstreamBody) -> Self {
         SseRelay {
             upstream,
             scanner: SseScanner::default(),

@@ -1,29 +1,18 @@
 //! Stage 4 of a request: send it to a replica.
 //!
-//! One pooled HTTP/1.1 client serves every replica. Idle pooled connections are closed after
-//! [`POOL_IDLE`], below vLLM's 5 s keep-alive, so Bridge never reuses a connection the engine is
-//! about to close (the stale-connection resets peers in this field suffer from). The client's
-//! headers are forwarded except those that describe the client's own connection or
-//! credentials; the engine gets the deployment's key instead, if it has one.
+//! Connections come from the worker's [`Pool`] (keep-alive, `TCP_NODELAY`, idle ones retired
+//! before the engine's keep-alive timeout, stale ones retried only when the request was never
+//! written). The client's headers are forwarded except those that describe the client's own
+//! connection or credentials; the engine gets the deployment's key instead, if it has one.
 
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::ReqBody;
 use crate::error::ApiError;
-
-/// Idle pooled connections are dropped after this long (vLLM/uvicorn close theirs at 5 s).
-pub const POOL_IDLE: Duration = Duration::from_secs(4);
-/// Idle connections kept per replica.
-pub const POOL_MAX_IDLE_PER_REPLICA: usize = 512;
-/// Time allowed to open a TCP connection to a replica.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::pool::{Pool, SendError, UpstreamBody};
 
 /// Request headers that must not be forwarded: connection-scoped (hop-by-hop), recomputed by
 /// Bridge, or the client's credentials.
@@ -45,30 +34,15 @@ const STRIP_REQUEST: [HeaderName; 12] = [
 /// More request headers that carry credentials or connection state under other names.
 const STRIP_REQUEST_NAMED: [&str; 4] = ["keep-alive", "proxy-connection", "api-key", "x-api-key"];
 
-/// The shared upstream client.
-#[derive(Clone, Debug)]
+/// A worker's way to its engines.
+#[derive(Clone, Debug, Default)]
 pub struct Upstream {
-    client: Client<HttpConnector, ReqBody>,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Self::new()
-    }
+    pool: Pool,
 }
 
 impl Upstream {
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_REPLICA)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Upstream { client }
+        Self::default()
     }
 
     /// Sends `request` and waits up to `first_byte` for the response headers.
@@ -76,22 +50,18 @@ impl Upstream {
         &self,
         request: Request<ReqBody>,
         first_byte: Duration,
-    ) -> Result<Response<Incoming>, ApiError> {
-        let uri = request.uri().clone();
-        match tokio::time::timeout(first_byte, self.client.request(request)).await {
+    ) -> Result<Response<UpstreamBody>, ApiError> {
+        let at = authority(request.uri());
+        match tokio::time::timeout(first_byte, self.pool.send(request)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if e.is_connect() => Err(ApiError::bad_gateway(format!(
-                "could not connect to the engine at {}",
-                authority(&uri)
+            Ok(Err(SendError::Connect(e))) => Err(ApiError::bad_gateway(format!(
+                "could not connect to the engine at {at}: {e}"
             ))),
-            Ok(Err(e)) => Err(ApiError::bad_gateway(format!(
-                "the engine at {} closed the connection before answering: {}",
-                authority(&uri),
-                source_text(&e)
+            Ok(Err(SendError::Closed(e))) => Err(ApiError::bad_gateway(format!(
+                "the engine at {at} closed the connection before answering: {e}"
             ))),
             Err(_) => Err(ApiError::gateway_timeout(format!(
-                "the engine at {} did not answer within {} ms",
-                authority(&uri),
+                "the engine at {at} did not answer within {} ms",
                 first_byte.as_millis()
             ))),
         }
@@ -100,15 +70,6 @@ impl Upstream {
 
 fn authority(uri: &Uri) -> String {
     uri.authority().map(|a| a.to_string()).unwrap_or_default()
-}
-
-/// The innermost cause, which is the useful part of hyper's nested errors.
-fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 /// The engine's headers, built from the client's in one pass: each kept header is hashed once,

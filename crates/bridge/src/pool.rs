@@ -1,0 +1,235 @@
+//! Keep-alive connections to replicas, one pool per worker thread.
+//!
+//! Each worker owns its pool, so checking a connection out is an uncontended lock and a `Vec`
+//! pop. A connection goes back to the pool only when its response body ended cleanly; a body
+//! dropped early (the client went away) drops the connection, which is how the engine learns to
+//! stop generating. Idle connections older than [`POOL_IDLE`] are never reused: vLLM (uvicorn)
+//! closes keep-alive connections after 5 s, and a request written onto a connection the engine
+//! is closing is the classic source of spurious 502s. Should it happen anyway, hyper hands back a
+//! request it could not write, and only such a request is retried, on a fresh connection.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::ReqBody;
+
+/// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
+pub const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Idle connections kept per replica and worker; more are closed when they come back.
+pub const POOL_MAX_IDLE_PER_REPLICA: usize = 256;
+/// Time allowed to open a TCP connection to a replica.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stale pooled connections tried (each found closed before the request was written) before a
+/// fresh one is opened.
+const MAX_STALE_TRIES: usize = 4;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened.
+    Connect(String),
+    /// The connection failed before a response arrived.
+    Closed(String),
+}
+
+struct Idle {
+    sender: SendRequest<ReqBody>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+}
+
+/// One worker's connections to every replica.
+#[derive(Clone, Default)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+impl Pool {
+    /// Sends `request` (absolute URI) over a pooled or new connection.
+    pub async fn send(
+        &self,
+        mut request: Request<ReqBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let uri = request.uri().clone();
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| SendError::Connect("no host".into()))?;
+        // HTTP/1.1 to an origin server: origin-form target and an explicit Host.
+        *request.uri_mut() = uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        for attempt in 0..=MAX_STALE_TRIES {
+            let (mut sender, reused) = match self.checkout(&authority).await {
+                Some(sender) if attempt < MAX_STALE_TRIES => (sender, true),
+                _ => (connect(&authority).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let giver = GiveBack {
+                        pool: Arc::downgrade(&self.inner),
+                        authority,
+                        sender,
+                    };
+                    return Ok(response.map(|body| UpstreamBody {
+                        inner: body,
+                        give_back: Some(giver),
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the pooled connection had gone stale. Safe to retry.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Closed(innermost(e.error()))),
+                },
+            }
+        }
+        Err(SendError::Closed("no usable connection".into()))
+    }
+
+    /// The most recently used idle connection that is still usable.
+    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<ReqBody>> {
+        loop {
+            let idle = {
+                let mut map = self.inner.idle.lock().ok()?;
+                map.get_mut(authority)?.pop()?
+            };
+            if idle.since.elapsed() >= POOL_IDLE || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // Ready at once unless the connection task is still finishing the last response.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+}
+
+async fn connect(authority: &Authority) -> Result<SendRequest<ReqBody>, SendError> {
+    let addr = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
+        Err(_) => {
+            return Err(SendError::Connect(format!(
+                "no connection within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| SendError::Connect(innermost(&e)))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// The innermost cause, which is the useful part of hyper's nested errors.
+pub fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Returns a connection to its pool once its response is complete.
+struct GiveBack {
+    pool: Weak<Inner>,
+    authority: Authority,
+    sender: SendRequest<ReqBody>,
+}
+
+impl GiveBack {
+    fn give_back(self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        let Ok(mut map) = pool.idle.lock() else {
+            return;
+        };
+        let idle = map.entry(self.authority).or_default();
+        if idle.len() < POOL_MAX_IDLE_PER_REPLICA {
+            idle.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// An engine's response body; finishing it returns the connection to the pool, dropping it
+/// early closes the connection.
+pub struct UpstreamBody {
+    inner: Incoming,
+    give_back: Option<GiveBack>,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            // Servers stop polling a body of known length once it is all written, so the end
+            // is noticed on the last frame, not only on `None`.
+            None => self.finish(),
+            Some(Ok(_)) if self.inner.is_end_stream() => self.finish(),
+            Some(Err(_)) => self.give_back = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some(giver) = self.give_back.take() {
+            giver.give_back();
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Upstream connections: kept alive and reused, stale ones never cost a request, and a client
+//! that leaves takes the engine connection with it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A raw HTTP/1.1 engine: answers each request with a small JSON body and counts connections.
+/// With `close_after_one`, it closes every connection after its first answer without saying so
+/// (no `Connection: close`), like an engine whose keep-alive timer just fired.
+async fn raw_engine(close_after_one: bool) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: headers, then content-length bytes of body.
+                    let (head_end, length) = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + length {
+                                break (end, length);
+                            }
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buf.drain(..head_end + 4 + length);
+                    let body = r#"{"ok":true}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() || close_after_one {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (base, accepted)
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_engine_connection() {
+    let (base, accepted) = raw_engine(false).await;
+    let bridge = Bridge::start(&one_model(&base)).await;
+    for _ in 0..20 {
+        let reply = post(&bridge.url("/v1/direct/chat/completions"), chat("m")).await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "every request after the first reused the connection"
+    );
+}
+
+/// Two layers keep a stale connection from costing a request: checkout discards connections
+/// the engine has closed, and a request hyper could not write is retried. Removing both makes
+/// this test fail; either one alone keeps it green.
+#[tokio::test]
+async fn engines_that_silently_close_kept_alive_connections_cost_no_request() {
+    let (base, accepted) = raw_engine(true).await;
+    let bridge = Bridge::start(&one_model(&base)).await;
+    for i in 0..50 {
+        let reply = post(&bridge.url("/v1/direct/chat/completions"), chat("m")).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+        assert_eq!(reply.json()["ok"], true);
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 50,
+        "one connection per request"
+    );
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_closes_the_engine_connection() {
+    let (tx_slot, rx_slot) = tokio::sync::oneshot::channel();
+    let tx_slot = Arc::new(std::sync::Mutex::new(Some(tx_slot)));
+    let engine = Capture::start(move |_| {
+        let (tx, body) = channel_body();
+        if let Some(slot) = tx_slot.lock().unwrap().take() {
+            let _ = slot.send(tx);
+        }
+        async move { sse_response(body) }
+    })
+    .await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    let mut body = chat("m");
+    body["stream"] = json!(true);
+    let response = open(&bridge.url("/v1/direct/chat/completions"), body).await;
+    let tx = rx_slot.await.unwrap();
+    tx.send(Ok(bytes::Bytes::from_static(b"data: {\"a\":1}\n\n")))
+        .await
+        .unwrap();
+    let mut stream = response.into_body();
+    assert!(next_chunk(&mut stream).await.is_some());
+    drop(stream); // the client goes away mid-stream
+                  // The engine's response body is dropped once its connection closes.
+    tokio::time::timeout(Duration::from_secs(1), tx.closed())
+        .await
+        .expect("the engine connection was not closed within 1 s of the client leaving");
+}
