@@ -49,11 +49,16 @@ class Process:
         os.unlink(self.log.name)
 
 
+# Sockets bound but never listening: connections to them are refused, and no later port-0 bind
+# can be handed the same port while the session runs.
+_RESERVED = []
+
+
 def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _RESERVED.append(s)
+    return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
 @pytest.fixture(scope="session")

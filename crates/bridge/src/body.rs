@@ -20,7 +20,7 @@ use crate::relay::SseRelay;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body made of byte slices that share the client body's buffer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ReqBody {
     parts: VecDeque<Bytes>,
     remaining: u64,

@@ -103,6 +103,12 @@ pub struct DeploymentConfig {
     pub api_key_env: Option<String>,
     /// File with the engine's API key.
     pub api_key_file: Option<String>,
+    /// Times a request that never reached an engine (connection refused or reset before it
+    /// was written) is tried on another replica. Default 2.
+    pub max_retries: Option<u32>,
+    /// Consecutive failures (connect errors, broken connections, timeouts, 5xx) after which a
+    /// replica gets no new work for a while (1 s, doubling up to 60 s). Default 5.
+    pub eject_after: Option<u32>,
     /// `[models.deployments.timeouts]`.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,

@@ -36,6 +36,8 @@ pub struct ErrorFields {
     pub should_retry: Option<bool>,
     /// Methods for the `allow` header of a 405.
     pub allow: Option<&'static str>,
+    /// No byte of the request can have reached an engine, so another replica may be tried.
+    pub retry_safe: bool,
 }
 
 /// How to tell a client to pass routing information; included in every routing 400.
@@ -71,11 +73,18 @@ impl ApiError {
             retry_after: None,
             should_retry: status.is_client_error().then_some(false),
             allow: None,
+            retry_safe: false,
         }))
     }
 
     pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
         self.param = Some(param.into());
+        self
+    }
+
+    /// Marks a failure that happened before any byte reached an engine.
+    pub fn retry_safe(mut self) -> Self {
+        self.retry_safe = true;
         self
     }
 

@@ -19,6 +19,7 @@
 //! [`sim`] is a simulated engine used by the demo model, the tests and the benchmarks.
 
 pub mod auth;
+pub mod balance;
 pub mod body;
 pub mod config;
 pub mod demo;

@@ -23,6 +23,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::balance::InFlight;
 use crate::body::ReqBody;
 
 /// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
@@ -40,7 +41,9 @@ const MAX_STALE_TRIES: usize = 4;
 pub enum SendError {
     /// No connection could be opened.
     Connect(String),
-    /// The connection failed before a response arrived.
+    /// The connection failed before the request was written: nothing reached the engine.
+    NotSent(String),
+    /// The connection failed after the request was (maybe) written, before a response arrived.
     Closed(String),
 }
 
@@ -99,16 +102,18 @@ impl Pool {
                     return Ok(response.map(|body| UpstreamBody {
                         inner: body,
                         give_back: Some(giver),
+                        in_flight: None,
                     }));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: the pooled connection had gone stale. Safe to retry.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Closed(innermost(e.error()))),
+                    Some(_) => return Err(SendError::NotSent(innermost(e.error()))),
+                    None => return Err(SendError::Closed(innermost(e.error()))),
                 },
             }
         }
-        Err(SendError::Closed("no usable connection".into()))
+        Err(SendError::NotSent("no usable connection".into()))
     }
 
     /// The most recently used idle connection that is still usable.
@@ -195,6 +200,8 @@ impl GiveBack {
 pub struct UpstreamBody {
     inner: Incoming,
     give_back: Option<GiveBack>,
+    /// Keeps the request counted against its replica until the body is gone.
+    in_flight: Option<InFlight>,
 }
 
 impl Body for UpstreamBody {
@@ -227,6 +234,11 @@ impl Body for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Counts this response against its replica until the body ends or is dropped.
+    pub fn count_in_flight(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
+    }
+
     fn finish(&mut self) {
         if let Some(giver) = self.give_back.take() {
             giver.give_back();

@@ -10,9 +10,11 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::Caller;
+use crate::balance::{pick, InFlight};
 use crate::body::{ReqBody, ResBody};
 use crate::error::ApiError;
-use crate::registry::{Deployment, Endpoint, Registry, Replica};
+use crate::pool::UpstreamBody;
+use crate::registry::{Deployment, Endpoint, Registry};
 use crate::relay::relay;
 use crate::routing::{route, Routing};
 use crate::upstream::{build_request, upstream_headers};
@@ -55,27 +57,82 @@ pub async fn forward(
     };
     let upstream_body = routed.upstream_body(&body, new_model.as_deref());
     drop(body);
-    let replica = pick(deployment);
-    tracing::debug!(
-        key = caller.name(),
-        model = %deployment.model_id,
-        deployment = %deployment.id,
-        replica = %replica.base,
-        "forwarding"
-    );
     let headers = upstream_headers(
         &parts.headers,
         request_id,
         deployment.upstream_auth.as_ref(),
         upstream_body.len(),
     );
-    let upstream_request =
-        build_request(Method::POST, replica.uri(endpoint), headers, upstream_body);
-    let response = state
-        .upstream
-        .send(upstream_request, deployment.first_byte_timeout)
-        .await?;
+    let response = send(state, deployment, endpoint, headers, upstream_body).await?;
+    tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarded");
     relay(response).await
+}
+
+/// Sends to a replica picked by the balancer. A failure before any byte reached an engine is
+/// tried on another replica, within the deployment's `max_retries` and retry budget; nothing
+/// else is ever retried. Each outcome feeds the replica's passive health.
+async fn send(
+    state: &AppState,
+    deployment: &Arc<Deployment>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: ReqBody,
+) -> Result<Response<UpstreamBody>, ApiError> {
+    deployment.retry_budget.record_request();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut next = Some((headers, body));
+    loop {
+        let Some(index) = pick(deployment, &tried) else {
+            return Err(ApiError::internal("no replica left to try"));
+        };
+        let replica = &deployment.replicas[index];
+        let (headers, body) = next.take().unwrap_or_default();
+        // Keep a copy only when another attempt is possible (the body parts are shared buffers).
+        let retry_possible = tried.len() < deployment.max_retries as usize
+            && tried.len() + 1 < deployment.replicas.len();
+        if retry_possible {
+            next = Some((headers.clone(), body.clone()));
+        }
+        let in_flight = InFlight::new(deployment.clone(), index);
+        let request = build_request(Method::POST, replica.uri(endpoint), headers, body);
+        match state
+            .upstream
+            .send(request, deployment.first_byte_timeout)
+            .await
+        {
+            Ok(mut response) => {
+                if response.status().is_server_error() {
+                    note_failure(deployment, index);
+                } else {
+                    replica.state.record_success();
+                }
+                response.body_mut().count_in_flight(in_flight);
+                return Ok(response);
+            }
+            Err(error) => {
+                note_failure(deployment, index);
+                if !(error.retry_safe && retry_possible && deployment.retry_budget.try_retry()) {
+                    return Err(error);
+                }
+                tracing::info!(replica = %replica.base, error = %error.message, "retrying on another replica");
+                tried.push(index);
+            }
+        }
+    }
+}
+
+fn note_failure(deployment: &Deployment, index: usize) {
+    let replica = &deployment.replicas[index];
+    if let Some(backoff) = replica.state.record_failure(deployment.eject_after) {
+        tracing::warn!(
+            model = %deployment.model_id,
+            deployment = %deployment.id,
+            replica = %replica.base,
+            "replica ejected for {} ms after {} consecutive failures",
+            backoff.as_millis(),
+            deployment.eject_after
+        );
+    }
 }
 
 /// JSON bodies only; a missing content type is accepted (many hand-written clients omit it).
@@ -149,11 +206,6 @@ fn resolve<'r>(
     })
 }
 
-/// Chooses the replica to send to.
-fn pick(deployment: &Deployment) -> &Replica {
-    &deployment.replicas[fastrand::usize(..deployment.replicas.len())]
-}
-
 /// The engine's own model name, for requests routed by `model = "baseten/..."`: the configured
 /// `served_model`, else what a replica reports at `GET /models` (asked once, then cached).
 async fn served_model(state: &AppState, deployment: &Deployment) -> Result<Arc<str>, ApiError> {
@@ -163,7 +215,7 @@ async fn served_model(state: &AppState, deployment: &Deployment) -> Result<Arc<s
     let name = deployment
         .reported_model
         .get_or_try_init(|| async {
-            let replica = pick(deployment);
+            let replica = &deployment.replicas[pick(deployment, &[]).unwrap_or(0)];
             let mut headers = HeaderMap::new();
             if let Some(auth) = &deployment.upstream_auth {
                 headers.insert(header::AUTHORIZATION, auth.clone());

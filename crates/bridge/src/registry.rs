@@ -12,6 +12,7 @@ use http::{HeaderValue, Uri};
 use tokio::sync::OnceCell;
 
 use crate::auth::{ApiKey, Keys};
+use crate::balance::{ReplicaState, RetryBudget};
 use crate::config::{
     Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig, DEFAULT_LISTEN,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -57,6 +58,12 @@ pub struct Deployment {
     pub upstream_auth: Option<HeaderValue>,
     /// Time allowed for the engine's response headers.
     pub first_byte_timeout: Duration,
+    /// Retries on other replicas for requests that never reached an engine.
+    pub max_retries: u32,
+    /// Consecutive failures that eject a replica.
+    pub eject_after: u32,
+    /// Limits retries across all of this deployment's requests.
+    pub retry_budget: RetryBudget,
     /// The model name a replica reported via `GET /models`, fetched on first need.
     pub reported_model: OnceCell<Arc<str>>,
 }
@@ -95,6 +102,8 @@ pub struct Replica {
     /// The base URL as configured (without a trailing slash), for logs and status.
     pub base: String,
     uris: [Uri; 4],
+    /// Load and health, shared by all workers.
+    pub state: ReplicaState,
 }
 
 impl Replica {
@@ -130,7 +139,11 @@ impl Replica {
         let uris: [Uri; 4] = uris
             .try_into()
             .map_err(|_| "internal: endpoint count".to_string())?;
-        Ok(Replica { base, uris })
+        Ok(Replica {
+            base,
+            uris,
+            state: ReplicaState::default(),
+        })
     }
 
     pub fn uri(&self, endpoint: Endpoint) -> Uri {
@@ -324,6 +337,9 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
                 .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT_MS)
                 .max(1),
         ),
+        max_retries: d.max_retries.unwrap_or(2),
+        eject_after: d.eject_after.unwrap_or(5).max(1),
+        retry_budget: RetryBudget::default(),
         reported_model: OnceCell::new(),
     })
 }

@@ -56,7 +56,12 @@ impl Upstream {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(SendError::Connect(e))) => Err(ApiError::bad_gateway(format!(
                 "could not connect to the engine at {at}: {e}"
-            ))),
+            ))
+            .retry_safe()),
+            Ok(Err(SendError::NotSent(e))) => Err(ApiError::bad_gateway(format!(
+                "the engine at {at} closed the connection before the request was sent: {e}"
+            ))
+            .retry_safe()),
             Ok(Err(SendError::Closed(e))) => Err(ApiError::bad_gateway(format!(
                 "the engine at {at} closed the connection before answering: {e}"
             ))),

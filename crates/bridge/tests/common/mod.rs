@@ -409,10 +409,14 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
         .expect("raw exchange hung")
 }
 
-/// A loopback address where nothing listens.
+/// A loopback address where nothing listens and nothing else can start listening: the port
+/// stays bound (never listening) for the life of the test process, so connections to it are
+/// refused and a later port-0 bind cannot be handed the same port.
 pub async fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    // Deliberately kept open until the test process exits.
+    std::mem::forget(socket);
     format!("http://{addr}/v1")
 }

@@ -1,0 +1,223 @@
+//! Stage 3b of a request: which replica serves it, and whether a failed attempt may be retried.
+//!
+//! - **Least outstanding requests, power of two choices**: two distinct replicas are drawn at
+//!   random and the one with fewer requests in flight wins (ties go to the first draw, itself
+//!   random), so a slow replica, which accumulates requests, gets less new work.
+//! - **Passive ejection**: after `eject_after` consecutive failures (connect errors, broken
+//!   connections, timeouts, 5xx) a replica gets no new work for a backoff that doubles with each
+//!   ejection (1 s up to 60 s) and resets on the next success. If every replica is ejected, they
+//!   are all candidates again: trying is better than refusing.
+//! - **Retry budget**: retries of requests that never reached an engine are limited per
+//!   deployment to 20% of its requests in the current second, with a floor of 10 per second, so
+//!   retries cannot multiply an outage.
+//!
+//! Counters are atomics in the shared registry: every worker sees the same load and health.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::registry::Deployment;
+
+/// First ejection's length; each further one doubles it.
+const EJECT_BASE: Duration = Duration::from_secs(1);
+/// Longest ejection.
+const EJECT_MAX: Duration = Duration::from_secs(60);
+/// Retries allowed per second whatever the load, so a quiet deployment can still fail over.
+const RETRY_FLOOR_PER_SECOND: u64 = 10;
+/// Retries allowed as a share of requests (1 in 5: at most 20% extra load).
+const RETRY_RATIO: u64 = 5;
+
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Load and health of one replica, shared by all workers.
+#[derive(Debug, Default)]
+pub struct ReplicaState {
+    outstanding: AtomicUsize,
+    failures: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+impl ReplicaState {
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        now_ms() < self.ejected_until_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn record_success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.ejections.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a failure; the `eject_after`-th in a row ejects the replica. Returns the backoff
+    /// when this failure ejected it.
+    pub fn record_failure(&self, eject_after: u32) -> Option<Duration> {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < eject_after.max(1) {
+            return None;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(6);
+        let backoff = (EJECT_BASE * 2u32.pow(n)).min(EJECT_MAX);
+        self.ejected_until_ms
+            .store(now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
+        Some(backoff)
+    }
+}
+
+/// Picks a replica not in `tried`: least outstanding of two random candidates, skipping ejected
+/// replicas unless no other is left. `None` when every replica was tried.
+pub fn pick(deployment: &Deployment, tried: &[usize]) -> Option<usize> {
+    let replicas = &deployment.replicas;
+    if replicas.len() == 1 {
+        return tried.is_empty().then_some(0);
+    }
+    let untried = |i: &usize| !tried.contains(i);
+    let healthy: Vec<usize> = (0..replicas.len())
+        .filter(untried)
+        .filter(|&i| !replicas[i].state.is_ejected())
+        .collect();
+    let candidates = if healthy.is_empty() {
+        (0..replicas.len()).filter(untried).collect()
+    } else {
+        healthy
+    };
+    match candidates.len() {
+        0 => None,
+        1 => Some(candidates[0]),
+        n => {
+            let a = fastrand::usize(..n);
+            let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+            let (a, b) = (candidates[a], candidates[b]);
+            Some(
+                if replicas[b].state.outstanding() < replicas[a].state.outstanding() {
+                    b
+                } else {
+                    a
+                },
+            )
+        }
+    }
+}
+
+/// Counts a request against a replica for as long as the value lives (the response body holds
+/// it, so a stream counts until it ends).
+#[derive(Debug)]
+pub struct InFlight {
+    deployment: Arc<Deployment>,
+    index: usize,
+}
+
+impl InFlight {
+    pub fn new(deployment: Arc<Deployment>, index: usize) -> Self {
+        deployment.replicas[index]
+            .state
+            .outstanding
+            .fetch_add(1, Ordering::Relaxed);
+        InFlight { deployment, index }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.deployment.replicas[self.index]
+            .state
+            .outstanding
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-deployment retry allowance over one-second windows.
+#[derive(Debug, Default)]
+pub struct RetryBudget {
+    second: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl RetryBudget {
+    fn roll(&self, second: u64) {
+        if self.second.swap(second, Ordering::Relaxed) != second {
+            self.requests.store(0, Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record_request(&self) {
+        self.record_request_at(now_ms() / 1000);
+    }
+
+    /// Takes one retry from the budget if there is one left this second.
+    pub fn try_retry(&self) -> bool {
+        self.try_retry_at(now_ms() / 1000)
+    }
+
+    fn record_request_at(&self, second: u64) {
+        self.roll(second);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn try_retry_at(&self, second: u64) -> bool {
+        self.roll(second);
+        let allowed =
+            (self.requests.load(Ordering::Relaxed) / RETRY_RATIO).max(RETRY_FLOOR_PER_SECOND);
+        // Count only granted retries: a refused one must not use up the allowance.
+        self.retries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < allowed).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejection_after_consecutive_failures_with_doubling_backoff() {
+        let state = ReplicaState::default();
+        assert_eq!(state.record_failure(3), None);
+        assert_eq!(state.record_failure(3), None);
+        assert_eq!(state.record_failure(3), Some(Duration::from_secs(1)));
+        assert!(state.is_ejected());
+        for _ in 0..2 {
+            state.record_failure(3);
+        }
+        assert_eq!(state.record_failure(3), Some(Duration::from_secs(2)));
+        state.record_success();
+        assert_eq!(
+            state.record_failure(1),
+            Some(Duration::from_secs(1)),
+            "success resets the backoff"
+        );
+    }
+
+    #[test]
+    fn retry_budget_has_a_floor_and_a_ratio() {
+        let budget = RetryBudget::default();
+        budget.record_request_at(7);
+        let granted = (0..100).filter(|_| budget.try_retry_at(7)).count();
+        assert_eq!(
+            granted as u64, RETRY_FLOOR_PER_SECOND,
+            "a quiet second still gets the floor"
+        );
+        for _ in 0..999 {
+            budget.record_request_at(7);
+        }
+        let more = (0..1000).filter(|_| budget.try_retry_at(7)).count();
+        assert_eq!(
+            more as u64,
+            1000 / RETRY_RATIO - RETRY_FLOOR_PER_SECOND,
+            "20% of 1,000 requests in all"
+        );
+        assert!(budget.try_retry_at(8), "a new second, a new budget");
+    }
+}

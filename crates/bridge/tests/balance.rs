@@ -1,0 +1,144 @@
+//! Replica choice and safe retries: a dead replica costs no request that never reached it, and
+//! a slow replica gets less work.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+fn three_replicas(replicas: &[String], extra: &str) -> String {
+    let list: Vec<String> = replicas.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\nreplicas = [{}]\n{extra}",
+        list.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn a_dead_replica_costs_no_request_that_never_reached_it() {
+    let (a, b) = (Sim::start().await, Sim::start().await);
+    let replicas = [a.base(), closed_port().await, b.base()];
+    let bridge = Bridge::start(&three_replicas(&replicas, "")).await;
+    for i in 0..60 {
+        let reply = post(&bridge.url("/v1/direct/chat/completions"), chat("m")).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+    }
+    // The same fleet without retries loses the requests that land on the dead replica.
+    let no_retries = Bridge::start(&three_replicas(
+        &replicas,
+        "max_retries = 0\neject_after = 1000\n",
+    ))
+    .await;
+    let mut failed = 0;
+    for _ in 0..60 {
+        let reply = post(&no_retries.url("/v1/direct/chat/completions"), chat("m")).await;
+        if reply.status == 502 {
+            failed += 1;
+        }
+    }
+    assert!(
+        failed > 0,
+        "without retries some requests must fail, or this test proves nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_replica_gets_less_work() {
+    let slow = Capture::start(|_| async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        json_response(200, &json!({"who": "slow"}))
+    })
+    .await;
+    let fast = Capture::json(200, json!({"who": "fast"})).await;
+    let bridge = Bridge::start(&three_replicas(
+        &[slow.server.base(), fast.server.base()],
+        "",
+    ))
+    .await;
+    let url = bridge.url("/v1/direct/chat/completions");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        clients.push(tokio::spawn(async move {
+            for _ in 0..15 {
+                assert_eq!(post(&url, chat("m")).await.status, 200);
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (s, f) = (slow.count(), fast.count());
+    assert_eq!(s + f, 60);
+    // Random choice would split about 30/30; least-outstanding keeps the slow one nearly idle.
+    assert!(s * 4 < f, "slow replica served {s}, fast {f}");
+}
+
+/// An engine that reads each request whole, then closes the connection without answering, and
+/// counts the requests it read.
+async fn reads_then_hangs_up() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let read = Arc::new(AtomicUsize::new(0));
+    let count = read.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            return; // hang up: the request was read, no answer comes
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (base, read)
+}
+
+#[tokio::test]
+async fn a_request_that_reached_the_engine_is_never_retried() {
+    let (hangs_up, read) = reads_then_hangs_up().await;
+    let other = Capture::json(200, json!({"who": "other"})).await;
+    let config = three_replicas(&[hangs_up, other.server.base()], "eject_after = 1000\n");
+    let bridge = Bridge::start(&config).await;
+    let mut failed = 0;
+    for _ in 0..20 {
+        let reply = post(&bridge.url("/v1/direct/chat/completions"), chat("m")).await;
+        if reply.status == 502 {
+            failed += 1;
+        }
+    }
+    let read = read.load(Ordering::SeqCst);
+    assert!(
+        read > 0,
+        "the hanging-up replica was never chosen; the test proves nothing"
+    );
+    assert_eq!(failed, read, "each request the engine read fails visibly");
+    assert_eq!(
+        read + other.count(),
+        20,
+        "a request that reached an engine was sent to another"
+    );
+}
