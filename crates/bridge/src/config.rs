@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Time allowed to receive a whole request body, in milliseconds (408 past it), so a
     /// client that stalls mid-body cannot hold a connection and its buffer. Default 60 000.
     pub body_read_timeout_ms: Option<u64>,
+    /// On SIGTERM/SIGINT, how long requests and streams in flight may run before their
+    /// connections are closed, in milliseconds. Default 30 000.
+    pub drain_timeout_ms: Option<u64>,
     /// Worker threads, each with its own event loop and upstream pool. Default: one per core.
     pub workers: Option<usize>,
 }

@@ -142,7 +142,8 @@ async fn serve_worker(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    server::serve(connections, shutdown, move |request| {
+    let drain_timeout = state.registry.drain_timeout;
+    server::serve(connections, shutdown, drain_timeout, move |request| {
         router::handle(state.clone(), request)
     })
     .await;

@@ -31,6 +31,8 @@ pub struct Registry {
     pub max_request_bytes: u64,
     /// Time allowed to receive a request body.
     pub body_read_timeout: Duration,
+    /// How long requests in flight may run after a stop was requested.
+    pub drain_timeout: Duration,
     /// Worker threads to serve with.
     pub workers: usize,
     pub keys: Keys,
@@ -245,9 +247,11 @@ impl Config {
         };
         let body_read_timeout =
             Duration::from_millis(self.server.body_read_timeout_ms.unwrap_or(60_000).max(1));
+        let drain_timeout = Duration::from_millis(self.server.drain_timeout_ms.unwrap_or(30_000));
         Ok(Registry {
             listen,
             max_request_bytes,
+            drain_timeout,
             body_read_timeout,
             workers,
             keys: Keys::new(keys),

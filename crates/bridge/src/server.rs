@@ -1,5 +1,5 @@
 //! Accepting connections: one HTTP/1.1 connection task per client, `TCP_NODELAY` on, and a
-//! graceful stop that lets requests in flight finish (bounded by [`DRAIN_TIMEOUT`]).
+//! graceful stop that lets requests in flight finish, for at most a drain timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,8 +21,8 @@ use crate::body::BoxError;
 
 /// How long a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long in-flight requests may run after a stop was requested.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests may run after a stop was requested, by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a server's connections come from.
 pub enum Connections {
@@ -83,6 +83,7 @@ pub async fn distribute(
 pub async fn serve<F, Fut, B>(
     connections: impl Into<Connections>,
     shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -126,6 +127,6 @@ pub async fn serve<F, Fut, B>(
     drop(connections);
     tokio::select! {
         () = graceful.shutdown() => info!("all connections drained"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain timeout: closing remaining connections"),
+        () = tokio::time::sleep(drain_timeout) => warn!("drain timeout: closing remaining connections"),
     }
 }

@@ -59,7 +59,13 @@ type SimBody = BoxBody<Bytes, BoxError>;
 /// Serves the simulator on `listener` until `shutdown` resolves.
 pub async fn run(listener: TcpListener, config: SimConfig, shutdown: impl Future<Output = ()>) {
     let config = Arc::new(config);
-    server::serve(listener, shutdown, move |req| handle(config.clone(), req)).await;
+    server::serve(
+        listener,
+        shutdown,
+        server::DEFAULT_DRAIN_TIMEOUT,
+        move |req| handle(config.clone(), req),
+    )
+    .await;
 }
 
 async fn handle(

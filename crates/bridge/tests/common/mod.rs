@@ -127,6 +127,7 @@ impl Capture {
         tokio::spawn(bridge::server::serve(
             listener,
             stop,
+            bridge::server::DEFAULT_DRAIN_TIMEOUT,
             move |req: Request<Incoming>| {
                 let handler = handler.clone();
                 let record = record.clone();
