@@ -109,7 +109,7 @@ impl Body for ResBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResBody::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            ResBody::Upstream(inner) => Pin::new(inner).poll_frame(cx),
             ResBody::Sse(relay) => Pin::new(relay.as_mut()).poll_frame(cx),
         }
     }

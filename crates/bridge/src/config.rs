@@ -125,6 +125,12 @@ pub struct TimeoutsConfig {
     /// send headers only when the answer is complete, so the default is generous (600 000,
     /// the OpenAI SDK's own timeout). Past it: 504.
     pub first_byte_ms: Option<u64>,
+    /// Longest silence between chunks once the answer began (streams and JSON bodies alike).
+    /// Past it a stream ends with an in-band error, a JSON body is cut off. Default 300 000.
+    pub idle_ms: Option<u64>,
+    /// Whole request, first byte to last. Past it: 504 before the answer began, an in-band
+    /// error (streams) or a cut-off body after. Default: no limit.
+    pub total_ms: Option<u64>,
 }
 
 /// A configuration that could not be loaded; the message names the file and what is wrong.

@@ -9,9 +9,10 @@
 //! request it could not write, and only such a request is retried, on a fresh connection.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -103,6 +104,7 @@ impl Pool {
                         inner: body,
                         give_back: Some(giver),
                         in_flight: None,
+                        limits: None,
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -202,26 +204,57 @@ pub struct UpstreamBody {
     give_back: Option<GiveBack>,
     /// Keeps the request counted against its replica until the body is gone.
     in_flight: Option<InFlight>,
+    /// Idle-gap and total time limits, when set.
+    limits: Option<Box<Limits>>,
 }
+
+/// Time limits on a response body.
+struct Limits {
+    idle: Duration,
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    total_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// A response body that went silent for longer than allowed, or outlived its total time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TimedOut(pub String);
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if let Some(expired) = self.limits.as_mut().and_then(|l| l.expired(cx)) {
+                    self.give_back = None;
+                    return Poll::Ready(Some(Err(Box::new(TimedOut(expired)))));
+                }
+                return Poll::Pending;
+            }
+        };
         match &frame {
             // Servers stop polling a body of known length once it is all written, so the end
             // is noticed on the last frame, not only on `None`.
             None => self.finish(),
             Some(Ok(_)) if self.inner.is_end_stream() => self.finish(),
             Some(Err(_)) => self.give_back = None,
-            Some(Ok(_)) => {}
+            Some(Ok(_)) => {
+                if let Some(limits) = self.limits.as_mut() {
+                    let idle = limits.idle;
+                    limits
+                        .idle_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + idle);
+                }
+            }
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -233,7 +266,34 @@ impl Body for UpstreamBody {
     }
 }
 
+impl Limits {
+    /// Which limit expired, if one did (registers the timers' wake-ups otherwise).
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<String> {
+        if self.idle_timer.as_mut().poll(cx).is_ready() {
+            return Some(format!(
+                "the engine sent nothing for {} ms",
+                self.idle.as_millis()
+            ));
+        }
+        let total = self.total_timer.as_mut()?;
+        total
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| "the request exceeded its total time limit".to_string())
+    }
+}
+
 impl UpstreamBody {
+    /// Limits the silence between chunks to `idle`, and the whole request to `total_deadline`.
+    pub fn limit(&mut self, idle: Duration, total_deadline: Option<tokio::time::Instant>) {
+        self.limits = Some(Box::new(Limits {
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            total_timer: total_deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        }));
+    }
+
     /// Counts this response against its replica until the body ends or is dropped.
     pub fn count_in_flight(&mut self, in_flight: InFlight) {
         self.in_flight = Some(in_flight);

@@ -79,6 +79,9 @@ async fn send(
     body: ReqBody,
 ) -> Result<Response<UpstreamBody>, ApiError> {
     deployment.retry_budget.record_request();
+    let deadline = deployment
+        .total_timeout
+        .map(|t| tokio::time::Instant::now() + t);
     let mut tried: Vec<usize> = Vec::new();
     let mut next = Some((headers, body));
     loop {
@@ -95,12 +98,13 @@ async fn send(
         }
         let in_flight = InFlight::new(deployment.clone(), index);
         let request = build_request(Method::POST, replica.uri(endpoint), headers, body);
-        match state
-            .upstream
-            .send(request, deployment.first_byte_timeout)
-            .await
-        {
+        let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
+            let left = d.saturating_duration_since(tokio::time::Instant::now());
+            deployment.first_byte_timeout.min(left)
+        });
+        match state.upstream.send(request, wait).await {
             Ok(mut response) => {
+                response.body_mut().limit(deployment.idle_timeout, deadline);
                 if response.status().is_server_error() {
                     note_failure(deployment, index);
                 } else {

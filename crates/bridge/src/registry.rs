@@ -60,6 +60,10 @@ pub struct Deployment {
     pub upstream_auth: Option<HeaderValue>,
     /// Time allowed for the engine's response headers.
     pub first_byte_timeout: Duration,
+    /// Longest silence between response chunks.
+    pub idle_timeout: Duration,
+    /// Whole-request limit, if any.
+    pub total_timeout: Option<Duration>,
     /// Retries on other replicas for requests that never reached an engine.
     pub max_retries: u32,
     /// Consecutive failures that eject a replica.
@@ -341,6 +345,8 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
                 .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT_MS)
                 .max(1),
         ),
+        idle_timeout: Duration::from_millis(d.timeouts.idle_ms.unwrap_or(300_000).max(1)),
+        total_timeout: d.timeouts.total_ms.map(Duration::from_millis),
         max_retries: d.max_retries.unwrap_or(2),
         eject_after: d.eject_after.unwrap_or(5).max(1),
         retry_budget: RetryBudget::default(),

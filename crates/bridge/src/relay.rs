@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 
 use crate::body::{BoxError, ResBody};
 use crate::error::ApiError;
-use crate::pool::UpstreamBody;
+use crate::pool::{TimedOut, UpstreamBody};
 use crate::sse::{SseScanner, MAX_EVENT_BYTES};
 
 /// Largest engine error body read; past it the message is cut.
@@ -182,6 +182,10 @@ impl Body for SseRelay {
                         .with_code("upstream_event_too_large");
                         this.end(Some(error));
                     }
+                }
+                Some(Err(e)) if e.is::<TimedOut>() => {
+                    let error = ApiError::gateway_timeout(format!("stream stopped: {e}"));
+                    this.end(Some(error));
                 }
                 Some(Err(e)) => {
                     let error = ApiError::bad_gateway(format!("the engine's stream broke: {e}"))
