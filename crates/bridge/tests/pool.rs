@@ -123,3 +123,42 @@ async fn a_client_leaving_mid_stream_closes_the_engine_connection() {
         .await
         .expect("the engine connection was not closed within 1 s of the client leaving");
 }
+
+#[tokio::test]
+async fn a_client_leaving_a_non_streaming_request_closes_the_engine_connection() {
+    // The engine reads the request, never answers, and reports when its socket reaches EOF.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (got_request, request_seen) = tokio::sync::oneshot::channel();
+    let (saw_eof, eof_seen) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut chunk = [0u8; 4096];
+        let mut buf = Vec::new();
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let _ = got_request.send(());
+        // Generating... until the connection closes.
+        while socket.read(&mut chunk).await.map_or(false, |n| n > 0) {}
+        let _ = saw_eof.send(());
+    });
+    let bridge = Bridge::start(&one_model(&base)).await;
+    let body = chat("m").to_string();
+    let mut client = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+    let request = format!(
+        "POST /v1/direct/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), request_seen)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(client); // the client gives up while the engine is still working
+    tokio::time::timeout(Duration::from_secs(1), eof_seen)
+        .await
+        .expect("the engine connection stayed open after the client left")
+        .unwrap();
+}
