@@ -101,6 +101,11 @@ replicas = ["{v1.url}/v1"]
 first_byte_ms = 300
 
 [[models.deployments]]
+id = "beating"
+replicas = ["{v1.url}/v1"]
+heartbeat_ms = 50
+
+[[models.deployments]]
 id = "down"
 replicas = ["{closed_port_url()}"]
 

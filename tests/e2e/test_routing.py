@@ -102,3 +102,15 @@ def test_v1_prefix_behaves_the_same(bridge):
     c = openai.OpenAI(base_url=f"{bridge.url}/v1", api_key="sk-e2e", max_retries=0)
     r = c.chat.completions.create(model="m", messages=MESSAGES, extra_body=route("v1"))
     assert "org/llama-v1" in r.choices[0].message.content
+
+
+def test_heartbeat_comments_are_invisible_to_the_sdk(client):
+    # 150 ms between chunks, a `: ping` every 50 ms of silence: the SDK must skip them.
+    stream = client.chat.completions.create(
+        model="m",
+        messages=MESSAGES,
+        extra_body={**route("beating"), "simulate": {"chunks": 3, "gap_ms": 150}},
+        stream=True,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "Hello from Bridge's simulated engine org/llama-v1. This answer went through Bridge. 👋"

@@ -112,6 +112,10 @@ pub struct DeploymentConfig {
     /// Consecutive failures (connect errors, broken connections, timeouts, 5xx) after which a
     /// replica gets no new work for a while (1 s, doubling up to 60 s). Default 5.
     pub eject_after: Option<u32>,
+    /// Send an SSE comment (`: ping`) on a stream after this many milliseconds of engine
+    /// silence, so proxies and clients with idle timeouts keep long time-to-first-token streams
+    /// open. Off by default: some clients break on comments.
+    pub heartbeat_ms: Option<u64>,
     /// `[models.deployments.timeouts]`.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,

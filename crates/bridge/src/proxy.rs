@@ -65,7 +65,7 @@ pub async fn forward(
     );
     let response = send(state, deployment, endpoint, headers, upstream_body).await?;
     tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarded");
-    relay(response).await
+    relay(response, deployment.heartbeat).await
 }
 
 /// Sends to a replica picked by the balancer. A failure before any byte reached an engine is

@@ -64,6 +64,8 @@ pub struct Deployment {
     pub idle_timeout: Duration,
     /// Whole-request limit, if any.
     pub total_timeout: Option<Duration>,
+    /// SSE keep-alive comment interval, when on.
+    pub heartbeat: Option<Duration>,
     /// Retries on other replicas for requests that never reached an engine.
     pub max_retries: u32,
     /// Consecutive failures that eject a replica.
@@ -347,6 +349,10 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
         ),
         idle_timeout: Duration::from_millis(d.timeouts.idle_ms.unwrap_or(300_000).max(1)),
         total_timeout: d.timeouts.total_ms.map(Duration::from_millis),
+        heartbeat: d
+            .heartbeat_ms
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis),
         max_retries: d.max_retries.unwrap_or(2),
         eject_after: d.eject_after.unwrap_or(5).max(1),
         retry_budget: RetryBudget::default(),

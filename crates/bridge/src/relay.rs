@@ -6,6 +6,7 @@
 //! one. Engine errors (non-2xx) are read (bounded) and normalised to the OpenAI envelope.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -38,7 +39,11 @@ const STRIP_RESPONSE: [HeaderName; 7] = [
 ];
 
 /// Builds the client's response from the engine's.
-pub async fn relay(upstream: Response<UpstreamBody>) -> Result<Response<ResBody>, ApiError> {
+/// `heartbeat`: send `: ping` comments on streams after this much engine silence.
+pub async fn relay(
+    upstream: Response<UpstreamBody>,
+    heartbeat: Option<Duration>,
+) -> Result<Response<ResBody>, ApiError> {
     let (mut parts, body) = upstream.into_parts();
     if parts.status.is_client_error() || parts.status.is_server_error() {
         return Err(engine_error(parts.status, &parts.headers, body).await);
@@ -61,7 +66,7 @@ pub async fn relay(upstream: Response<UpstreamBody>) -> Result<Response<ResBody>
         parts
             .headers
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
-        ResBody::Sse(Box::new(SseRelay::new(body)))
+        ResBody::Sse(Box::new(SseRelay::new(body, heartbeat)))
     } else {
         ResBody::Upstream(body)
     };
@@ -120,16 +125,41 @@ pub struct SseRelay {
     /// Output ready to hand to the client (usually at most one slice).
     queue: VecDeque<Bytes>,
     finished: bool,
+    /// Keep-alive comments while the engine is silent (a long time to first token).
+    heartbeat: Option<Heartbeat>,
 }
 
+struct Heartbeat {
+    every: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// An SSE comment: ignored by SSE clients, but traffic for idle-timeout proxies on the way.
+const PING: &[u8] = b": ping\n\n";
+
 impl SseRelay {
-    pub fn new(upstream: UpstreamBody) -> Self {
+    pub fn new(upstream: UpstreamBody, heartbeat: Option<Duration>) -> Self {
         SseRelay {
             upstream,
             scanner: SseScanner::default(),
             queue: VecDeque::new(),
             finished: false,
+            heartbeat: heartbeat.map(|every| Heartbeat {
+                every,
+                timer: Box::pin(tokio::time::sleep(every)),
+            }),
         }
+    }
+
+    /// A ping when the engine has been silent for the heartbeat interval. Bridge forwards only
+    /// whole events, so the client's stream is always at an event boundary here.
+    fn poll_ping(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        let heartbeat = self.heartbeat.as_mut()?;
+        heartbeat.timer.as_mut().poll(cx).is_ready().then(|| {
+            let next = tokio::time::Instant::now() + heartbeat.every;
+            heartbeat.timer.as_mut().reset(next);
+            Bytes::from_static(PING)
+        })
     }
 
     /// Ends the stream with an in-band error unless the engine already ended it properly.
@@ -170,7 +200,16 @@ impl Body for SseRelay {
             if this.finished {
                 return Poll::Ready(None);
             }
-            match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
+            let polled = Pin::new(&mut this.upstream).poll_frame(cx);
+            if polled.is_pending() {
+                if let Some(ping) = this.poll_ping(cx) {
+                    return Poll::Ready(Some(Ok(Frame::data(ping))));
+                }
+            } else if let Some(heartbeat) = this.heartbeat.as_mut() {
+                let next = tokio::time::Instant::now() + heartbeat.every;
+                heartbeat.timer.as_mut().reset(next);
+            }
+            match ready!(polled) {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else {
                         continue;

@@ -141,7 +141,7 @@ async fn a_client_leaving_a_non_streaming_request_closes_the_engine_connection()
         }
         let _ = got_request.send(());
         // Generating... until the connection closes.
-        while socket.read(&mut chunk).await.map_or(false, |n| n > 0) {}
+        while socket.read(&mut chunk).await.is_ok_and(|n| n > 0) {}
         let _ = saw_eof.send(());
     });
     let bridge = Bridge::start(&one_model(&base)).await;

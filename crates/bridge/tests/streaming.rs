@@ -191,3 +191,46 @@ async fn completions_stream_too() {
         .collect();
     assert!(text.starts_with("Hello from Bridge"), "{text}");
 }
+
+#[tokio::test]
+async fn heartbeats_fill_engine_silence_only_when_configured() {
+    for heartbeat in [true, false] {
+        let (engine, slot) = controlled_engine().await;
+        let mut config = one_model(&engine.server.base());
+        if heartbeat {
+            config.push_str("heartbeat_ms = 200\n");
+        }
+        let bridge = Bridge::start(&config).await;
+        let response = open(&bridge.url("/v1/direct/chat/completions"), stream_request()).await;
+        let tx = slot.lock().unwrap().take().unwrap();
+        let feeder = tokio::spawn(async move {
+            // A long time to first token, then the answer.
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            tx.send(Ok(Bytes::from_static(
+                b"data: {\"a\":1}\n\ndata: [DONE]\n\n",
+            )))
+            .await
+            .unwrap();
+        });
+        let mut body = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = next_chunk(&mut body).await {
+            text.extend_from_slice(&chunk);
+        }
+        feeder.await.unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let pings = text.matches(": ping\n\n").count();
+        if heartbeat {
+            assert!(
+                pings >= 2,
+                "expected pings during 700 ms of silence: {text:?}"
+            );
+            assert!(
+                text.ends_with(": ping\n\ndata: {\"a\":1}\n\ndata: [DONE]\n\n"),
+                "{text:?}"
+            );
+        } else {
+            assert_eq!(pings, 0, "heartbeats are off by default: {text:?}");
+        }
+    }
+}
