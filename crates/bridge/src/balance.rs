@@ -177,6 +177,55 @@ impl RetryBudget {
     }
 }
 
+/// An optional cap on a deployment's requests in flight, with a bounded queue in front of it.
+#[derive(Debug)]
+pub struct Limiter {
+    permits: Arc<tokio::sync::Semaphore>,
+    max_queued: usize,
+    queued: AtomicUsize,
+    queue_timeout: Duration,
+}
+
+/// Why a request could not get a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overloaded {
+    QueueFull,
+    WaitedTooLong,
+}
+
+impl Limiter {
+    pub fn new(max_concurrent: usize, max_queued: usize, queue_timeout: Duration) -> Self {
+        Limiter {
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            max_queued,
+            queued: AtomicUsize::new(0),
+            queue_timeout,
+        }
+    }
+
+    /// A slot, at once or after waiting in the queue; held until the response body is gone.
+    pub async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Overloaded> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let place = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max_queued).then_some(n + 1)
+            });
+        if place.is_err() {
+            return Err(Overloaded::QueueFull);
+        }
+        let waited =
+            tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned()).await;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        match waited {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Overloaded::WaitedTooLong),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

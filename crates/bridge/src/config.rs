@@ -116,6 +116,12 @@ pub struct DeploymentConfig {
     /// silence, so proxies and clients with idle timeouts keep long time-to-first-token streams
     /// open. Off by default: some clients break on comments.
     pub heartbeat_ms: Option<u64>,
+    /// Cap on this deployment's requests in flight (streams count until they end). Unset: none.
+    pub max_concurrent: Option<usize>,
+    /// Requests that may wait for a slot when the cap is reached; more get 429. Default 0.
+    pub max_queued: Option<usize>,
+    /// Longest wait for a slot, in milliseconds (429 past it). Default 30 000.
+    pub queue_timeout_ms: Option<u64>,
     /// `[models.deployments.timeouts]`.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,

@@ -104,6 +104,7 @@ impl Pool {
                         inner: body,
                         give_back: Some(giver),
                         in_flight: None,
+                        slot: None,
                         limits: None,
                     }));
                 }
@@ -204,6 +205,8 @@ pub struct UpstreamBody {
     give_back: Option<GiveBack>,
     /// Keeps the request counted against its replica until the body is gone.
     in_flight: Option<InFlight>,
+    /// The deployment's concurrency slot, when it has a limit.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Idle-gap and total time limits, when set.
     limits: Option<Box<Limits>>,
 }
@@ -294,9 +297,11 @@ impl UpstreamBody {
         }));
     }
 
-    /// Counts this response against its replica until the body ends or is dropped.
-    pub fn count_in_flight(&mut self, in_flight: InFlight) {
+    /// Counts this response against its replica, and holds its deployment slot, until the
+    /// body ends or is dropped.
+    pub fn hold(&mut self, in_flight: InFlight, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
         self.in_flight = Some(in_flight);
+        self.slot = slot;
     }
 
     fn finish(&mut self) {

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::Caller;
-use crate::balance::{pick, InFlight};
+use crate::balance::{pick, InFlight, Overloaded};
 use crate::body::{ReqBody, ResBody};
 use crate::error::ApiError;
 use crate::pool::UpstreamBody;
@@ -78,6 +78,15 @@ async fn send(
     headers: HeaderMap,
     body: ReqBody,
 ) -> Result<Response<UpstreamBody>, ApiError> {
+    let slot = match &deployment.limiter {
+        Some(limiter) => Some(
+            limiter
+                .acquire()
+                .await
+                .map_err(|why| overloaded(deployment, why))?,
+        ),
+        None => None,
+    };
     deployment.retry_budget.record_request();
     let deadline = deployment
         .total_timeout
@@ -110,7 +119,7 @@ async fn send(
                 } else {
                     replica.state.record_success();
                 }
-                response.body_mut().count_in_flight(in_flight);
+                response.body_mut().hold(in_flight, slot);
                 return Ok(response);
             }
             Err(error) => {
@@ -123,6 +132,26 @@ async fn send(
             }
         }
     }
+}
+
+/// 429 with `retry-after`: the SDKs wait and retry on their own.
+fn overloaded(deployment: &Deployment, why: Overloaded) -> ApiError {
+    let reason = match why {
+        Overloaded::QueueFull => "its queue is full",
+        Overloaded::WaitedTooLong => "no slot freed up in time",
+    };
+    let mut error = ApiError::new(
+        http::StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        format!(
+            "deployment '{}' of model '{}' is at its concurrency limit and {reason}; retry shortly",
+            deployment.id, deployment.model_id
+        ),
+    )
+    .with_code("deployment_overloaded")
+    .retryable();
+    error.retry_after = Some(1);
+    error
 }
 
 fn note_failure(deployment: &Deployment, index: usize) {

@@ -12,7 +12,7 @@ use http::{HeaderValue, Uri};
 use tokio::sync::OnceCell;
 
 use crate::auth::{ApiKey, Keys};
-use crate::balance::{ReplicaState, RetryBudget};
+use crate::balance::{Limiter, ReplicaState, RetryBudget};
 use crate::config::{
     Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig, DEFAULT_LISTEN,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -70,6 +70,8 @@ pub struct Deployment {
     pub max_retries: u32,
     /// Consecutive failures that eject a replica.
     pub eject_after: u32,
+    /// Concurrency cap and queue, when configured.
+    pub limiter: Option<Limiter>,
     /// Limits retries across all of this deployment's requests.
     pub retry_budget: RetryBudget,
     /// The model name a replica reported via `GET /models`, fetched on first need.
@@ -356,6 +358,10 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
         max_retries: d.max_retries.unwrap_or(2),
         eject_after: d.eject_after.unwrap_or(5).max(1),
         retry_budget: RetryBudget::default(),
+        limiter: d.max_concurrent.filter(|&n| n > 0).map(|n| {
+            let wait = Duration::from_millis(d.queue_timeout_ms.unwrap_or(30_000));
+            Limiter::new(n, d.max_queued.unwrap_or(0), wait)
+        }),
         reported_model: OnceCell::new(),
     })
 }

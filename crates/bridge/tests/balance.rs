@@ -142,3 +142,58 @@ async fn a_request_that_reached_the_engine_is_never_retried() {
         "a request that reached an engine was sent to another"
     );
 }
+
+#[tokio::test]
+async fn a_full_deployment_queues_then_answers_429_with_retry_after() {
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let engine = Capture::start(move |_| {
+        let gate = gate.clone();
+        async move {
+            // Hold every answer until the test releases it.
+            gate.acquire().await.unwrap().forget();
+            json_response(200, &json!({"ok": true}))
+        }
+    })
+    .await;
+    let config = format!(
+        "{}max_concurrent = 1\nmax_queued = 1\n",
+        one_model(&engine.server.base())
+    );
+    let bridge = Bridge::start(&config).await;
+    let url = bridge.url("/v1/direct/chat/completions");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, chat("m")).await }
+    });
+    while engine.count() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, chat("m")).await }
+    });
+    // Give the second request time to reach the queue (ordering, not a timing assertion).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        engine.count(),
+        1,
+        "the queued request must not reach the engine yet"
+    );
+    let third = post(&url, chat("m")).await;
+    assert_eq!(third.status, 429);
+    assert_eq!(third.headers["retry-after"], "1");
+    assert_eq!(third.error()["code"], "deployment_overloaded");
+    assert!(
+        !third.headers.contains_key("x-should-retry"),
+        "the SDK should retry after the delay"
+    );
+    release.add_permits(2);
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(
+        second.await.unwrap().status,
+        200,
+        "the queued request is served once a slot frees"
+    );
+    assert_eq!(engine.count(), 2);
+}
