@@ -13,7 +13,7 @@
 //!
 //! Counters are atomics in the shared registry: every worker sees the same load and health.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,15 +34,74 @@ fn now_ms() -> u64 {
 }
 
 /// Load and health of one replica, shared by all workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplicaState {
     outstanding: AtomicUsize,
     failures: AtomicU32,
     ejections: AtomicU32,
     ejected_until_ms: AtomicU64,
+    /// Verdict of the active health checks (healthy until checks say otherwise).
+    healthy: AtomicBool,
+    /// Consecutive checks agreeing against the current verdict.
+    check_streak: AtomicU32,
+}
+
+impl Default for ReplicaState {
+    fn default() -> Self {
+        ReplicaState {
+            outstanding: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            check_streak: AtomicU32::new(0),
+        }
+    }
 }
 
 impl ReplicaState {
+    /// Whether the replica may get new work: healthy and not ejected.
+    pub fn is_available(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.is_ejected()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records an active check; returns the new verdict when it changed. A passing check that
+    /// makes (or keeps) the replica healthy also ends an ejection: it is re-admitted.
+    pub fn record_check(
+        &self,
+        passed: bool,
+        healthy_after: u32,
+        unhealthy_after: u32,
+    ) -> Option<bool> {
+        let healthy = self.healthy.load(Ordering::Relaxed);
+        if passed == healthy {
+            self.check_streak.store(0, Ordering::Relaxed);
+            if passed {
+                self.ejected_until_ms.store(0, Ordering::Relaxed);
+            }
+            return None;
+        }
+        let needed = if passed {
+            healthy_after
+        } else {
+            unhealthy_after
+        };
+        if self.check_streak.fetch_add(1, Ordering::Relaxed) + 1 < needed.max(1) {
+            return None;
+        }
+        self.check_streak.store(0, Ordering::Relaxed);
+        self.healthy.store(passed, Ordering::Relaxed);
+        if passed {
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        Some(passed)
+    }
+
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
@@ -82,7 +141,7 @@ pub fn pick(deployment: &Deployment, tried: &[usize]) -> Option<usize> {
     let untried = |i: &usize| !tried.contains(i);
     let healthy: Vec<usize> = (0..replicas.len())
         .filter(untried)
-        .filter(|&i| !replicas[i].state.is_ejected())
+        .filter(|&i| replicas[i].state.is_available())
         .collect();
     let candidates = if healthy.is_empty() {
         (0..replicas.len()).filter(untried).collect()

@@ -122,6 +122,23 @@ pub struct DeploymentConfig {
     pub max_queued: Option<usize>,
     /// Longest wait for a slot, in milliseconds (429 past it). Default 30 000.
     pub queue_timeout_ms: Option<u64>,
+    /// Active health check path at each replica's server root (`http://host:8000/health` for a
+    /// replica `http://host:8000/v1`). Default `/health` for `openai` deployments; `""` turns
+    /// checks off.
+    pub health_path: Option<String>,
+    /// Milliseconds between health checks of each replica. Default 5 000.
+    pub health_interval_ms: Option<u64>,
+    /// Consecutive failed checks that mark a replica unhealthy (it gets no work). Default 2.
+    pub unhealthy_after: Option<u32>,
+    /// Consecutive passed checks that mark it healthy again (and end an ejection). Default 1.
+    pub healthy_after: Option<u32>,
+    /// Parking, for deployments that scale to zero: when no replica can take a request, wait up
+    /// to this long for one to become healthy (then 503 with retry-after). Unset: 502 at once.
+    pub wake_timeout_ms: Option<u64>,
+    /// URL called (POST, once per wake-up) when a request parks, to start the deployment.
+    pub wake_url: Option<String>,
+    /// Requests that may be parked at once; more get 503 at once. Default 1 024.
+    pub max_parked: Option<usize>,
     /// `[models.deployments.timeouts]`.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,

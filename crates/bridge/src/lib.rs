@@ -24,6 +24,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod json;
 pub mod pool;
 pub mod proxy;
@@ -73,7 +74,9 @@ impl AppState {
 /// Serves Bridge on `listener` until `shutdown` resolves, then drains requests in flight.
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
     warn_if_open(&state.registry);
+    let checks = tokio::spawn(health::check_forever(state.registry.clone()));
     serve_worker(listener, state, shutdown).await;
+    checks.abort();
 }
 
 fn warn_if_open(registry: &Registry) {
@@ -112,8 +115,17 @@ pub fn run_workers(
         })?);
     }
     let stop = stopped(shutdown);
+    // The acceptor's thread is mostly idle: it also runs the health checks.
     threads.push(spawn_runtime("bridge-accept".into(), async move {
-        server::distribute(TcpListener::from_std(listener)?, senders, stop).await;
+        // Never completes, even with nothing to check: only the stop ends this thread's work.
+        let checks = async {
+            health::check_forever(registry).await;
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = server::distribute(TcpListener::from_std(listener)?, senders, stop) => {}
+            () = checks => {}
+        }
         Ok(())
     })?);
     for thread in threads {

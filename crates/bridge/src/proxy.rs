@@ -13,6 +13,7 @@ use crate::auth::Caller;
 use crate::balance::{pick, InFlight, Overloaded};
 use crate::body::{ReqBody, ResBody};
 use crate::error::ApiError;
+use crate::health;
 use crate::pool::UpstreamBody;
 use crate::registry::{Deployment, Endpoint, Registry};
 use crate::relay::relay;
@@ -93,16 +94,29 @@ async fn send(
         .map(|t| tokio::time::Instant::now() + t);
     let mut tried: Vec<usize> = Vec::new();
     let mut next = Some((headers, body));
+    // Parking: until when a request may wait for a deployment that is waking.
+    let wake_until = deployment
+        .wake
+        .as_ref()
+        .map(|w| tokio::time::Instant::now() + w.timeout);
     loop {
         let Some(index) = pick(deployment, &tried) else {
             return Err(ApiError::internal("no replica left to try"));
         };
         let replica = &deployment.replicas[index];
+        if let Some(until) = wake_until {
+            if !replica.state.is_available() {
+                // Nothing can take the request now: wait for a replica instead of failing.
+                health::park(&state.upstream, deployment, until).await?;
+                tried.clear();
+                continue;
+            }
+        }
         let (headers, body) = next.take().unwrap_or_default();
         // Keep a copy only when another attempt is possible (the body parts are shared buffers).
         let retry_possible = tried.len() < deployment.max_retries as usize
             && tried.len() + 1 < deployment.replicas.len();
-        if retry_possible {
+        if retry_possible || wake_until.is_some() {
             next = Some((headers.clone(), body.clone()));
         }
         let in_flight = InFlight::new(deployment.clone(), index);
@@ -124,11 +138,16 @@ async fn send(
             }
             Err(error) => {
                 note_failure(deployment, index);
-                if !(error.retry_safe && retry_possible && deployment.retry_budget.try_retry()) {
+                if error.retry_safe && retry_possible && deployment.retry_budget.try_retry() {
+                    tracing::info!(replica = %replica.base, error = %error.message, "retrying on another replica");
+                    tried.push(index);
+                } else if let (true, Some(until)) = (error.retry_safe, wake_until) {
+                    // No replica reachable yet: park until one may be, then start over.
+                    health::park(&state.upstream, deployment, until).await?;
+                    tried.clear();
+                } else {
                     return Err(error);
                 }
-                tracing::info!(replica = %replica.base, error = %error.message, "retrying on another replica");
-                tried.push(index);
             }
         }
     }

@@ -70,12 +70,38 @@ pub struct Deployment {
     pub max_retries: u32,
     /// Consecutive failures that eject a replica.
     pub eject_after: u32,
+    /// Active health checking, when on.
+    pub health: Option<HealthCheck>,
+    /// Parking while the deployment wakes, when configured.
+    pub wake: Option<Wake>,
+    /// Signalled whenever one of the replicas becomes healthy (wakes parked requests).
+    pub ready: tokio::sync::Notify,
     /// Concurrency cap and queue, when configured.
     pub limiter: Option<Limiter>,
     /// Limits retries across all of this deployment's requests.
     pub retry_budget: RetryBudget,
     /// The model name a replica reported via `GET /models`, fetched on first need.
     pub reported_model: OnceCell<Arc<str>>,
+}
+
+/// How replicas are checked.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+}
+
+/// Parking settings of a deployment that scales to zero.
+#[derive(Debug)]
+pub struct Wake {
+    pub timeout: Duration,
+    pub url: Option<Uri>,
+    pub max_parked: usize,
+    /// Requests parked now.
+    pub parked: std::sync::atomic::AtomicUsize,
+    /// Whether the wake URL was called since the deployment was last seen ready.
+    pub called: std::sync::atomic::AtomicBool,
 }
 
 /// The OpenAI routes Bridge forwards, and where each lands on an engine.
@@ -114,6 +140,8 @@ pub struct Replica {
     uris: [Uri; 4],
     /// Load and health, shared by all workers.
     pub state: ReplicaState,
+    /// Where its active health check goes, when checks are on.
+    pub health_uri: Option<Uri>,
 }
 
 impl Replica {
@@ -153,7 +181,22 @@ impl Replica {
             base,
             uris,
             state: ReplicaState::default(),
+            health_uri: None,
         })
+    }
+
+    /// `path` at the replica's server root (where vLLM, SGLang and llama.cpp serve `/health`).
+    fn root_uri(&self, path: &str) -> Result<Uri, String> {
+        let base: Uri = self.base.parse().map_err(|e| format!("{e}"))?;
+        let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        format!("http://{authority}{path}")
+            .parse()
+            .map_err(|e| format!("health_path '{path}': {e}"))
     }
 
     pub fn uri(&self, endpoint: Endpoint) -> Uri {
@@ -317,11 +360,39 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
     if d.replicas.is_empty() {
         return Err(format!("deployment '{}' has no replicas", d.id));
     }
-    let replicas = d
+    let mut replicas = d
         .replicas
         .iter()
         .map(|r| Replica::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
+    let health_path = d.health_path.clone().unwrap_or_else(|| match d.api {
+        Api::Openai => "/health".to_string(),
+        Api::Predict => String::new(),
+    });
+    let health = (!health_path.is_empty()).then(|| HealthCheck {
+        interval: Duration::from_millis(d.health_interval_ms.unwrap_or(5_000).max(10)),
+        healthy_after: d.healthy_after.unwrap_or(1).max(1),
+        unhealthy_after: d.unhealthy_after.unwrap_or(2).max(1),
+    });
+    if health.is_some() {
+        for replica in &mut replicas {
+            replica.health_uri = Some(replica.root_uri(&health_path)?);
+        }
+    }
+    let wake = match d.wake_timeout_ms {
+        None => None,
+        Some(ms) => Some(Wake {
+            timeout: Duration::from_millis(ms),
+            url: d
+                .wake_url
+                .as_deref()
+                .map(|u| u.parse::<Uri>().map_err(|e| format!("wake_url '{u}': {e}")))
+                .transpose()?,
+            max_parked: d.max_parked.unwrap_or(1024),
+            parked: Default::default(),
+            called: Default::default(),
+        }),
+    };
     let key = secret(
         "engine key",
         None,
@@ -358,6 +429,9 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
         max_retries: d.max_retries.unwrap_or(2),
         eject_after: d.eject_after.unwrap_or(5).max(1),
         retry_budget: RetryBudget::default(),
+        health,
+        wake,
+        ready: tokio::sync::Notify::new(),
         limiter: d.max_concurrent.filter(|&n| n > 0).map(|n| {
             let wait = Duration::from_millis(d.queue_timeout_ms.unwrap_or(30_000));
             Limiter::new(n, d.max_queued.unwrap_or(0), wait)

@@ -72,6 +72,17 @@ fn stopper() -> (
 pub struct Sim;
 
 impl Sim {
+    /// The simulator on a given address (for a replica that comes up late).
+    pub async fn start_at(addr: SocketAddr) -> Running {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let (tx, stop) = stopper();
+        tokio::spawn(sim::run(listener, SimConfig::default(), stop));
+        Running {
+            addr,
+            stop: Some(tx),
+        }
+    }
+
     pub async fn start() -> Running {
         Self::start_with(SimConfig::default()).await
     }
@@ -176,8 +187,14 @@ impl Capture {
             .expect("the engine saw no request")
     }
 
+    /// Requests seen, not counting Bridge's active health checks.
     pub fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.path != "/health")
+            .count()
     }
 }
 
@@ -215,11 +232,13 @@ impl Bridge {
     }
 }
 
-/// A config with one model `m`, production deployment `d1` at `base`, plus `extra` TOML
-/// appended (more deployments, keys).
+/// A config with one model `m`, production deployment `d1` at `base` (more TOML may be
+/// appended: it lands in that deployment's table).
 pub fn one_model(base: &str) -> String {
+    // Active health checks off: test engines that count or gate requests must see only the
+    // test's own. Tests of health checking turn them on.
     format!(
-        "[[models]]\nid = \"m\"\nproduction = \"d1\"\n[[models.deployments]]\nid = \"d1\"\nreplicas = [\"{base}\"]\n"
+        "[[models]]\nid = \"m\"\nproduction = \"d1\"\n[[models.deployments]]\nid = \"d1\"\nreplicas = [\"{base}\"]\nhealth_path = \"\"\n"
     )
 }
 
@@ -408,6 +427,15 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     tokio::time::timeout(Duration::from_secs(20), exchange)
         .await
         .expect("raw exchange hung")
+}
+
+/// A loopback port held by a bound, non-listening socket: connections are refused until the
+/// socket is dropped and something is started there.
+pub fn reserve_port() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 /// A loopback address where nothing listens and nothing else can start listening: the port
