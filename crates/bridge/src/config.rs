@@ -148,6 +148,9 @@ pub struct DeploymentConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
+    /// Opening a TCP connection to a replica. Past it the replica counts as unreachable (the
+    /// request may go to another replica). Default 5 000.
+    pub connect_ms: Option<u64>,
     /// From sending the request to the engine's response headers. Non-streaming completions
     /// send headers only when the answer is complete, so the default is generous (600 000,
     /// the OpenAI SDK's own timeout). Past it: 504.

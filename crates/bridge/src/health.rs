@@ -79,7 +79,7 @@ async fn probe(pool: &Pool, uri: http::Uri, timeout: Duration) -> bool {
     let mut request = Request::new(ReqBody::empty());
     *request.uri_mut() = uri;
     let answer = async {
-        let response = pool.send(request).await.ok()?;
+        let response = pool.send(request, timeout).await.ok()?;
         let ok = response.status().is_success();
         // Read the (small) body so the connection can be reused for the next probe.
         response.into_body().collect().await.ok()?;
@@ -129,7 +129,7 @@ pub async fn park(
             *request.method_mut() = Method::POST;
             *request.uri_mut() = url.clone();
             tracing::info!(deployment = %deployment.id, url = %url, "calling the wake URL");
-            if let Err(e) = upstream.send(request, PROBE_TIMEOUT).await {
+            if let Err(e) = upstream.send(request, PROBE_TIMEOUT, PROBE_TIMEOUT).await {
                 tracing::warn!(deployment = %deployment.id, error = %e.message, "wake URL failed");
             }
         }

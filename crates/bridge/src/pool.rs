@@ -31,8 +31,14 @@ use crate::body::ReqBody;
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
 /// Idle connections kept per replica and worker; more are closed when they come back.
 pub const POOL_MAX_IDLE_PER_REPLICA: usize = 256;
-/// Time allowed to open a TCP connection to a replica.
+/// Time allowed to open a TCP connection to a replica, unless a deployment sets its own.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A kept-alive connection closed without any answer this soon after the request was written
+/// counts as the engine closing an idle connection (a race with keep-alive expiry or a shutdown),
+/// not as a crash while working on the request: such a request may go to another replica. The
+/// residual risk, an engine that reads a request and dies within this window, is bounded by the
+/// retry budget.
+const STALE_CLOSE_WINDOW: Duration = Duration::from_millis(250);
 /// Stale pooled connections tried (each found closed before the request was written) before a
 /// fresh one is opened.
 const MAX_STALE_TRIES: usize = 4;
@@ -71,10 +77,12 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Sends `request` (absolute URI) over a pooled or new connection.
+    /// Sends `request` (absolute URI) over a pooled connection, or a new one opened within
+    /// `connect_timeout`.
     pub async fn send(
         &self,
         mut request: Request<ReqBody>,
+        connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let uri = request.uri().clone();
         let authority = uri
@@ -91,8 +99,9 @@ impl Pool {
         for attempt in 0..=MAX_STALE_TRIES {
             let (mut sender, reused) = match self.checkout(&authority).await {
                 Some(sender) if attempt < MAX_STALE_TRIES => (sender, true),
-                _ => (connect(&authority).await?, false),
+                _ => (connect(&authority, connect_timeout).await?, false),
             };
+            let sent_at = Instant::now();
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let giver = GiveBack {
@@ -112,6 +121,18 @@ impl Pool {
                     // Never written: the pooled connection had gone stale. Safe to retry.
                     Some(unsent) if reused => request = unsent,
                     Some(_) => return Err(SendError::NotSent(innermost(e.error()))),
+                    // A kept-alive connection the engine closed as the request went out: the
+                    // close raced the request, no answer began, and it came too soon for the
+                    // engine to have worked on it. Treated like an unwritten request.
+                    None if reused
+                        && e.error().is_incomplete_message()
+                        && sent_at.elapsed() < STALE_CLOSE_WINDOW =>
+                    {
+                        return Err(SendError::NotSent(format!(
+                            "a kept-alive connection was closed as the request was sent: {}",
+                            innermost(e.error())
+                        )))
+                    }
                     None => return Err(SendError::Closed(innermost(e.error()))),
                 },
             }
@@ -138,19 +159,22 @@ impl Pool {
     }
 }
 
-async fn connect(authority: &Authority) -> Result<SendRequest<ReqBody>, SendError> {
+async fn connect(
+    authority: &Authority,
+    timeout: Duration,
+) -> Result<SendRequest<ReqBody>, SendError> {
     let addr = format!(
         "{}:{}",
         authority.host(),
         authority.port_u16().unwrap_or(80)
     );
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
         Err(_) => {
             return Err(SendError::Connect(format!(
-                "no connection within {} s",
-                CONNECT_TIMEOUT.as_secs()
+                "no connection within {} ms",
+                timeout.as_millis()
             )))
         }
     };

@@ -125,7 +125,11 @@ async fn send(
             let left = d.saturating_duration_since(tokio::time::Instant::now());
             deployment.first_byte_timeout.min(left)
         });
-        match state.upstream.send(request, wait).await {
+        match state
+            .upstream
+            .send(request, deployment.connect_timeout, wait)
+            .await
+        {
             Ok(mut response) => {
                 response.body_mut().limit(deployment.idle_timeout, deadline);
                 if response.status().is_server_error() {
@@ -274,7 +278,7 @@ async fn served_model(state: &AppState, deployment: &Deployment) -> Result<Arc<s
             }
             let request = build_request(Method::GET, replica.uri(Endpoint::Models), headers, ReqBody::empty());
             let lookup = async {
-                let response = state.upstream.send(request, MODEL_LOOKUP_TIMEOUT).await?;
+                let response = state.upstream.send(request, deployment.connect_timeout, MODEL_LOOKUP_TIMEOUT).await?;
                 let body = Limited::new(response.into_body(), 1 << 20).collect().await;
                 let bytes = body.map(|c| c.to_bytes()).unwrap_or_default();
                 let list: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();

@@ -58,6 +58,8 @@ pub struct Deployment {
     pub served_model: Option<String>,
     /// `Authorization` value for the engine, when it has a key.
     pub upstream_auth: Option<HeaderValue>,
+    /// Time allowed to open a connection to a replica.
+    pub connect_timeout: Duration,
     /// Time allowed for the engine's response headers.
     pub first_byte_timeout: Duration,
     /// Longest silence between response chunks.
@@ -420,6 +422,12 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
                 .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT_MS)
                 .max(1),
         ),
+        connect_timeout: d
+            .timeouts
+            .connect_ms
+            .map_or(crate::pool::CONNECT_TIMEOUT, |ms| {
+                Duration::from_millis(ms.max(1))
+            }),
         idle_timeout: Duration::from_millis(d.timeouts.idle_ms.unwrap_or(300_000).max(1)),
         total_timeout: d.timeouts.total_ms.map(Duration::from_millis),
         heartbeat: d

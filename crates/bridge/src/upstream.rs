@@ -45,14 +45,16 @@ impl Upstream {
         Self::default()
     }
 
-    /// Sends `request` and waits up to `first_byte` for the response headers.
+    /// Sends `request`, connecting within `connect` if no pooled connection is ready, and
+    /// waits up to `first_byte` (connecting included) for the response headers.
     pub async fn send(
         &self,
         request: Request<ReqBody>,
+        connect: Duration,
         first_byte: Duration,
     ) -> Result<Response<UpstreamBody>, ApiError> {
         let at = authority(request.uri());
-        match tokio::time::timeout(first_byte, self.pool.send(request)).await {
+        match tokio::time::timeout(first_byte, self.pool.send(request, connect)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(SendError::Connect(e))) => Err(ApiError::bad_gateway(format!(
                 "could not connect to the engine at {at}: {e}"

@@ -201,3 +201,32 @@ async fn a_full_deployment_queues_then_answers_429_with_retry_after() {
     );
     assert_eq!(engine.count(), 2);
 }
+
+#[tokio::test]
+async fn killing_one_of_three_replicas_under_steady_load_fails_no_request() {
+    let (a, b) = (Sim::start().await, Sim::start().await);
+    let mut victim = Some(Sim::start().await);
+    let replicas = [a.base(), victim.as_ref().unwrap().base(), b.base()];
+    let bridge = Bridge::start(&three_replicas(&replicas, "")).await;
+    let url = bridge.url("/v1/direct/chat/completions");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        clients.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..100 {
+                let reply = post(&url, chat("m")).await;
+                statuses.push((reply.status, reply.text()));
+            }
+            statuses
+        }));
+    }
+    // Kill one replica while the load runs: it stops accepting and closes its idle connections.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(victim.take());
+    for client in clients {
+        for (status, text) in client.await.unwrap() {
+            assert_eq!(status, 200, "a request failed after a replica died: {text}");
+        }
+    }
+}

@@ -125,3 +125,39 @@ async fn a_request_over_its_total_time_ends_in_band_or_with_504() {
     assert_eq!(reply.status, 504);
     assert_eq!(reply.error()["code"], "upstream_timeout");
 }
+
+#[tokio::test]
+async fn a_replica_that_does_not_accept_connections_times_out_at_connect_ms() {
+    // A listener with a full accept queue that never accepts: new SYNs are dropped, so a
+    // connection attempt hangs instead of being refused.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let _listener = socket.listen(1).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let bridge = Bridge::start(&with_timeouts(
+        &format!("http://{addr}/v1"),
+        "connect_ms = 300",
+    ))
+    .await;
+    let reply = post(&bridge.url("/v1/direct/chat/completions"), chat("m")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(
+        reply.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("no connection within 300 ms"),
+        "{}",
+        reply.text()
+    );
+}
