@@ -39,6 +39,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long requests and streams in flight may run before their
     /// connections are closed, in milliseconds. Default 30 000.
     pub drain_timeout_ms: Option<u64>,
+    /// On SIGTERM/SIGINT, how long Bridge keeps accepting new connections, with `/health`
+    /// answering 503, before it stops accepting and drains: time for load balancers to take it
+    /// out of rotation (Kubernetes: less than the pod's grace period). Default 0.
+    pub drain_delay_ms: Option<u64>,
     /// Worker threads, each with its own event loop and upstream pool. Default: one per core.
     pub workers: Option<usize>,
 }

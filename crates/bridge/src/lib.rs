@@ -13,6 +13,7 @@
 //! | resolve | [`proxy`] against [`registry`] | model → deployment (production by default) → replica |
 //! | send | [`upstream`] | pooled keep-alive client, header hygiene, engine key |
 //! | relay | [`relay`] over [`sse`] | body passed through; streams event by event, failures in-band |
+//! | record | [`metrics`] | cancellations and replica state for `GET /metrics` |
 //! | errors | [`error`] | the one place that writes the OpenAI error envelope |
 //!
 //! [`config`] holds the operator's TOML as written; [`registry`] is its validated runtime form.
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod json;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod registry;
@@ -38,7 +40,9 @@ pub mod sse;
 pub mod upstream;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -50,19 +54,27 @@ use crate::upstream::Upstream;
 pub struct AppState {
     registry: Arc<Registry>,
     upstream: Upstream,
+    /// Set once a stop was requested (shared by all workers): `/health` then answers 503.
+    draining: Arc<AtomicBool>,
 }
 
 impl AppState {
     pub fn new(registry: Registry) -> Self {
-        Self::shared(Arc::new(registry))
+        Self::shared(Arc::new(registry), Arc::default())
     }
 
-    /// State for one worker: the routing table is shared, the upstream pool is the worker's own.
-    pub fn shared(registry: Arc<Registry>) -> Self {
+    /// State for one worker: the routing table and the draining flag are shared, the upstream
+    /// pool is the worker's own.
+    pub fn shared(registry: Arc<Registry>, draining: Arc<AtomicBool>) -> Self {
         AppState {
             registry,
             upstream: Upstream::new(),
+            draining,
         }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The routing table for one request. A request keeps the table it started with.
@@ -75,8 +87,17 @@ impl AppState {
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
     warn_if_open(&state.registry);
     let checks = tokio::spawn(health::check_forever(state.registry.clone()));
-    serve_worker(listener, state, shutdown).await;
+    let stop = draining(shutdown, state.draining.clone(), state.registry.drain_delay);
+    serve_worker(listener, state.clone(), stop).await;
     checks.abort();
+}
+
+/// Resolves `drain_delay` after `stop`: in between, `/health` already answers 503 (load
+/// balancers take the instance out of rotation) while new connections are still served.
+async fn draining(stop: impl Future<Output = ()>, flag: Arc<AtomicBool>, drain_delay: Duration) {
+    stop.await;
+    flag.store(true, Ordering::Relaxed);
+    tokio::time::sleep(drain_delay).await;
 }
 
 fn warn_if_open(registry: &Registry) {
@@ -99,8 +120,13 @@ pub fn run_workers(
 ) -> std::io::Result<()> {
     warn_if_open(&registry);
     listener.set_nonblocking(true)?;
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    let flag = Arc::new(AtomicBool::new(false));
+    let delay = registry.drain_delay;
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| {
+        let stop = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        draining(stop, flag.clone(), delay)
     };
     let mut senders = Vec::new();
     let mut threads = Vec::new();
@@ -108,8 +134,9 @@ pub fn run_workers(
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         senders.push(tx);
         let (registry, stop) = (registry.clone(), stopped(shutdown.clone()));
+        let draining_flag = flag.clone();
         threads.push(spawn_runtime(format!("bridge-worker-{i}"), async move {
-            let state = Arc::new(AppState::shared(registry));
+            let state = Arc::new(AppState::shared(registry, draining_flag));
             serve_worker(server::Connections::Handoff(rx), state, stop).await;
             Ok(())
         })?);

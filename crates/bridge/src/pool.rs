@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 
 use crate::balance::InFlight;
 use crate::body::ReqBody;
+use crate::metrics::CancelWatch;
 
 /// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -115,6 +116,7 @@ impl Pool {
                         in_flight: None,
                         slot: None,
                         limits: None,
+                        cancel: None,
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -233,6 +235,8 @@ pub struct UpstreamBody {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Idle-gap and total time limits, when set.
     limits: Option<Box<Limits>>,
+    /// Counts a client cancellation if the body is dropped before it ended.
+    cancel: Option<CancelWatch>,
 }
 
 /// Time limits on a response body.
@@ -260,6 +264,7 @@ impl Body for UpstreamBody {
             Poll::Pending => {
                 if let Some(expired) = self.limits.as_mut().and_then(|l| l.expired(cx)) {
                     self.give_back = None;
+                    self.settle();
                     return Poll::Ready(Some(Err(Box::new(TimedOut(expired)))));
                 }
                 return Poll::Pending;
@@ -270,7 +275,10 @@ impl Body for UpstreamBody {
             // is noticed on the last frame, not only on `None`.
             None => self.finish(),
             Some(Ok(_)) if self.inner.is_end_stream() => self.finish(),
-            Some(Err(_)) => self.give_back = None,
+            Some(Err(_)) => {
+                self.give_back = None;
+                self.settle();
+            }
             Some(Ok(_)) => {
                 if let Some(limits) = self.limits.as_mut() {
                     let idle = limits.idle;
@@ -328,7 +336,21 @@ impl UpstreamBody {
         self.slot = slot;
     }
 
+    /// Counts a client cancellation if this body is dropped before it ends.
+    pub fn watch(&mut self, cancel: CancelWatch) {
+        self.cancel = Some(cancel);
+    }
+
+    /// The request is over whatever happens to the rest of the body (it ended, failed, or is
+    /// being read only in part on purpose): dropping it is no cancellation.
+    pub fn settle(&mut self) {
+        if let Some(cancel) = self.cancel.as_mut() {
+            cancel.settle();
+        }
+    }
+
     fn finish(&mut self) {
+        self.settle();
         if let Some(giver) = self.give_back.take() {
             giver.give_back();
         }

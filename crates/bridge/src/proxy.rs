@@ -14,6 +14,7 @@ use crate::balance::{pick, InFlight, Overloaded};
 use crate::body::{ReqBody, ResBody};
 use crate::error::ApiError;
 use crate::health;
+use crate::metrics::CancelWatch;
 use crate::pool::UpstreamBody;
 use crate::registry::{Deployment, Endpoint, Registry};
 use crate::relay::relay;
@@ -52,19 +53,25 @@ pub async fn forward(
         })??;
     let routed = route(&body)?;
     let deployment = resolve(&registry, caller, &routed.routing)?;
-    let new_model = match routed.routing.from_model_name {
-        true => Some(served_model(state, deployment).await?),
-        false => None,
+    // From here on, a client that leaves before the answer is complete counts as a cancellation.
+    let mut cancel = CancelWatch::new(deployment.clone());
+    let sent = async {
+        let new_model = match routed.routing.from_model_name {
+            true => Some(served_model(state, deployment).await?),
+            false => None,
+        };
+        let upstream_body = routed.upstream_body(&body, new_model.as_deref());
+        drop(body);
+        let headers = upstream_headers(
+            &parts.headers,
+            request_id,
+            deployment.upstream_auth.as_ref(),
+            upstream_body.len(),
+        );
+        send(state, deployment, endpoint, headers, upstream_body).await
     };
-    let upstream_body = routed.upstream_body(&body, new_model.as_deref());
-    drop(body);
-    let headers = upstream_headers(
-        &parts.headers,
-        request_id,
-        deployment.upstream_auth.as_ref(),
-        upstream_body.len(),
-    );
-    let response = send(state, deployment, endpoint, headers, upstream_body).await?;
+    let mut response = sent.await.inspect_err(|_| cancel.settle())?;
+    response.body_mut().watch(cancel);
     tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarded");
     relay(response, deployment.heartbeat).await
 }

@@ -17,6 +17,7 @@ use crate::config::{
     Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig, DEFAULT_LISTEN,
     DEFAULT_MAX_REQUEST_BYTES,
 };
+use crate::metrics::DeploymentCounters;
 
 /// Default time allowed for response headers: the OpenAI SDK's own 600 s timeout.
 pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 600_000;
@@ -33,6 +34,8 @@ pub struct Registry {
     pub body_read_timeout: Duration,
     /// How long requests in flight may run after a stop was requested.
     pub drain_timeout: Duration,
+    /// How long new connections are still accepted after a stop was requested.
+    pub drain_delay: Duration,
     /// Worker threads to serve with.
     pub workers: usize,
     pub keys: Keys,
@@ -84,6 +87,8 @@ pub struct Deployment {
     pub retry_budget: RetryBudget,
     /// The model name a replica reported via `GET /models`, fetched on first need.
     pub reported_model: OnceCell<Arc<str>>,
+    /// What `/metrics` reports for this deployment.
+    pub counters: DeploymentCounters,
 }
 
 /// How replicas are checked.
@@ -301,10 +306,12 @@ impl Config {
         let body_read_timeout =
             Duration::from_millis(self.server.body_read_timeout_ms.unwrap_or(60_000).max(1));
         let drain_timeout = Duration::from_millis(self.server.drain_timeout_ms.unwrap_or(30_000));
+        let drain_delay = Duration::from_millis(self.server.drain_delay_ms.unwrap_or(0));
         Ok(Registry {
             listen,
             max_request_bytes,
             drain_timeout,
+            drain_delay,
             body_read_timeout,
             workers,
             keys: Keys::new(keys),
@@ -445,6 +452,7 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
             Limiter::new(n, d.max_queued.unwrap_or(0), wait)
         }),
         reported_model: OnceCell::new(),
+        counters: DeploymentCounters::default(),
     })
 }
 

@@ -44,8 +44,10 @@ pub async fn relay(
     upstream: Response<UpstreamBody>,
     heartbeat: Option<Duration>,
 ) -> Result<Response<ResBody>, ApiError> {
-    let (mut parts, body) = upstream.into_parts();
+    let (mut parts, mut body) = upstream.into_parts();
     if parts.status.is_client_error() || parts.status.is_server_error() {
+        // Only a prefix is read: the answer is the error, not something the client left.
+        body.settle();
         return Err(engine_error(parts.status, &parts.headers, body).await);
     }
     for name in &STRIP_RESPONSE {

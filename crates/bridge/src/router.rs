@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::body::ResBody;
 use crate::error::ApiError;
+use crate::metrics;
 use crate::proxy::forward;
 use crate::registry::{Endpoint, Model, Registry};
 use crate::AppState;
@@ -23,14 +24,17 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 enum Route<'a> {
     Health,
+    Metrics,
     Models,
     Model(&'a str),
     Forward(Endpoint),
 }
 
 fn route_for(path: &str) -> Option<Route<'_>> {
-    if path == "/health" {
-        return Some(Route::Health);
+    match path {
+        "/health" => return Some(Route::Health),
+        "/metrics" => return Some(Route::Metrics),
+        _ => {}
     }
     let rest = path
         .strip_prefix("/v1/direct")
@@ -84,7 +88,15 @@ async fn dispatch(
         Some(_) if method != Method::GET && method != Method::HEAD => {
             Err(method_not_allowed(&method, path, "GET, HEAD"))
         }
-        Some(Route::Health) => Ok(Response::new(ResBody::full("ok"))),
+        Some(Route::Health) => Ok(health(&state)),
+        Some(Route::Metrics) => {
+            let mut response = Response::new(ResBody::full(metrics::render(&state.registry())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            Ok(response)
+        }
         Some(Route::Models) => list_models(&state, &request),
         Some(Route::Model(id)) => get_model(&state, &request, id),
     };
@@ -94,6 +106,17 @@ async fn dispatch(
     });
     response.headers_mut().insert("x-request-id", request_id);
     response
+}
+
+/// `200 ok` while serving; `503 draining` once a stop was requested, so load balancers move
+/// traffic away while requests in flight finish.
+fn health(state: &AppState) -> Response<ResBody> {
+    if state.is_draining() {
+        let mut response = Response::new(ResBody::full("draining"));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return response;
+    }
+    Response::new(ResBody::full("ok"))
 }
 
 fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiError {
@@ -125,11 +148,25 @@ fn model_object(model: &Model, created: u64) -> Value {
         .deployments
         .values()
         .map(|d| {
+            // Replica state without addresses: clients may read this list, and a replica's
+            // address is the operator's business (it is in `/metrics`).
+            let replica_state: Vec<Value> = d
+                .replicas
+                .iter()
+                .map(|r| {
+                    json!({
+                        "healthy": r.state.is_healthy(),
+                        "ejected": r.state.is_ejected(),
+                        "in_flight": r.state.outstanding(),
+                    })
+                })
+                .collect();
             json!({
                 "id": d.id,
                 "api": match d.api { crate::config::Api::Openai => "openai", crate::config::Api::Predict => "predict" },
                 "production": d.id == model.production,
                 "replicas": d.replicas.len(),
+                "replica_state": replica_state,
             })
         })
         .collect();

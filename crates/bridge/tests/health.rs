@@ -52,6 +52,21 @@ async fn an_unhealthy_replica_gets_no_work_until_it_passes_again() {
         );
     }
     assert_eq!(a.count(), 0, "the unhealthy replica got work");
+    // The state is visible to operators (with addresses) and clients (without).
+    let list = get(&bridge.url("/v1/direct/models"), &[]).await.json();
+    let state = &list["data"][0]["deployments"][0]["replica_state"];
+    assert_eq!(state[0]["healthy"], false, "{list}");
+    assert_eq!(state[1]["healthy"], true, "{list}");
+    assert!(
+        !list.to_string().contains(&a.server.addr.to_string()),
+        "an address leaked: {list}"
+    );
+    let metrics = get(&bridge.url("/metrics"), &[]).await.text();
+    let a_healthy = format!(
+        "bridge_replica_healthy{{model=\"m\",deployment=\"d\",replica=\"{}\"}} 0",
+        a.server.base()
+    );
+    assert!(metrics.contains(&a_healthy), "{metrics}");
     sick.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..40 {

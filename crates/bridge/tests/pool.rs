@@ -122,6 +122,40 @@ async fn a_client_leaving_mid_stream_closes_the_engine_connection() {
     tokio::time::timeout(Duration::from_secs(1), tx.closed())
         .await
         .expect("the engine connection was not closed within 1 s of the client leaving");
+    assert_eq!(cancellations(&bridge).await, 1);
+}
+
+/// `bridge_client_cancellations_total` for model `m`, deployment `d1`.
+async fn cancellations(bridge: &Running) -> u64 {
+    let text = get(&bridge.url("/metrics"), &[]).await.text();
+    metric(
+        &text,
+        "bridge_client_cancellations_total{model=\"m\",deployment=\"d1\"}",
+    )
+    .unwrap_or_else(|| panic!("no cancellation counter: {text}")) as u64
+}
+
+#[tokio::test]
+async fn finished_and_failed_requests_are_not_cancellations() {
+    let engine = Sim::start().await;
+    let bridge = Bridge::start(&one_model(&engine.base())).await;
+    let url = bridge.url("/v1/direct/chat/completions");
+    let mut streaming = chat("m");
+    streaming["stream"] = json!(true);
+    assert_eq!(post(&url, chat("m")).await.status, 200);
+    assert!(post(&url, streaming.clone())
+        .await
+        .text()
+        .ends_with("data: [DONE]\n\n"));
+    let mut failing = chat("m");
+    failing["simulate"] = json!({"status": 500});
+    assert_eq!(post(&url, failing).await.status, 500);
+    streaming["simulate"] = json!({"fail_after": 2, "gap_ms": 20});
+    assert!(post(&url, streaming)
+        .await
+        .text()
+        .contains("upstream_stream_broken"));
+    assert_eq!(cancellations(&bridge).await, 0);
 }
 
 #[tokio::test]
@@ -161,4 +195,29 @@ async fn a_client_leaving_a_non_streaming_request_closes_the_engine_connection()
         .await
         .expect("the engine connection stayed open after the client left")
         .unwrap();
+    assert_eq!(cancellations(&bridge).await, 1);
+}
+
+#[tokio::test]
+async fn an_engine_restarted_on_the_same_port_serves_the_next_request() {
+    let engine = Sim::start().await;
+    let addr = engine.addr;
+    let bridge = Bridge::start(&one_model(&engine.base())).await;
+    let url = bridge.url("/v1/direct/chat/completions");
+    for _ in 0..3 {
+        assert_eq!(post(&url, chat("m")).await.status, 200);
+    }
+    // The engine restarts: its kept-alive connections die with it.
+    drop(engine);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _restarted = Sim::start_at(addr).await;
+    for i in 0..10 {
+        let reply = post(&url, chat("m")).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "request {i} after the restart: {}",
+            reply.text()
+        );
+    }
 }

@@ -4,22 +4,23 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 
-#[tokio::test]
-async fn sigterm_during_50_open_streams_lets_all_of_them_finish() {
-    let engine = Sim::start().await;
-    let dir = std::env::temp_dir().join(format!("bridge-shutdown-{}", std::process::id()));
+/// Starts the `bridge` binary with `server` settings and one model at `engine`; returns the
+/// process, its base URL and its temporary directory.
+fn spawn_bridge(name: &str, server: &str, engine: &Running) -> (Child, String, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("bridge-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bridge.toml");
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{}",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{}",
             one_model(&engine.base())
         ),
     )
@@ -40,6 +41,21 @@ async fn sigterm_during_50_open_streams_lets_all_of_them_finish() {
         .strip_prefix("listening on ")
         .unwrap()
         .to_string();
+    (child, base, dir)
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_during_50_open_streams_lets_all_of_them_finish() {
+    let engine = Sim::start().await;
+    let (mut child, base, dir) = spawn_bridge("drain", "", &engine);
     let addr: std::net::SocketAddr = base.strip_prefix("http://").unwrap().parse().unwrap();
 
     // 50 streams of 20 chunks 50 ms apart (about a second each), all under way.
@@ -58,11 +74,7 @@ async fn sigterm_during_50_open_streams_lets_all_of_them_finish() {
         streams.push((first.to_vec(), body));
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     // New connections are refused once the stop began.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
@@ -89,6 +101,55 @@ async fn sigterm_during_50_open_streams_lets_all_of_them_finish() {
             "stream {i} lost events"
         );
     }
+    let exited = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "bridge exited with {exited}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn during_the_drain_delay_health_is_503_and_new_requests_are_still_served() {
+    let engine = Sim::start().await;
+    let (mut child, base, dir) = spawn_bridge("delay", "drain_delay_ms = 1500", &engine);
+    let addr: std::net::SocketAddr = base.strip_prefix("http://").unwrap().parse().unwrap();
+    let mut request = chat("m");
+    request["stream"] = json!(true);
+    request["simulate"] = json!({"chunks": 40, "gap_ms": 50});
+    let response = open(&format!("{base}/v1/direct/chat/completions"), request).await;
+    let mut stream = response.into_body();
+    let mut received = next_chunk(&mut stream).await.unwrap().to_vec();
+    assert_eq!(get(&format!("{base}/health"), &[]).await.status, 200);
+
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = get(&format!("{base}/health"), &[]).await;
+    assert_eq!(
+        (health.status.as_u16(), health.text().as_str()),
+        (503, "draining")
+    );
+    let late = post(&format!("{base}/v1/direct/chat/completions"), chat("m")).await;
+    assert_eq!(
+        late.status,
+        200,
+        "a request during the delay failed: {}",
+        late.text()
+    );
+    // After the delay, no new connections; the open stream still finishes.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after the drain delay"
+    );
+    while let Some(chunk) = next_chunk(&mut stream).await {
+        received.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(received).unwrap();
+    assert!(
+        text.ends_with("data: [DONE]\n\n") && !text.contains("\"error\""),
+        "{text}"
+    );
     let exited = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

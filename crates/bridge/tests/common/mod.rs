@@ -429,6 +429,12 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
         .expect("raw exchange hung")
 }
 
+/// The value of the sample `series` (name and labels, exactly as exposed) in metrics `text`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// A loopback port held by a bound, non-listening socket: connections are refused until the
 /// socket is dropped and something is started there.
 pub fn reserve_port() -> (SocketAddr, tokio::net::TcpSocket) {
