@@ -110,6 +110,37 @@ id = "down"
 replicas = ["{closed_port_url()}"]
 
 [[models]]
+id = "legacy"
+production = "raw"
+
+[[models.deployments]]
+id = "raw"
+api = "predict"
+replicas = ["{v1.url}/predict"]
+
+[[models.deployments]]
+id = "object"
+api = "predict"
+replicas = ["{v1.url}/predict/object"]
+
+[[models.deployments]]
+id = "sse"
+api = "predict"
+replicas = ["{v1.url}/predict/sse"]
+
+[[models.deployments]]
+id = "echo"
+api = "predict"
+replicas = ["{v1.url}/predict/echo"]
+[models.deployments.predict]
+rename = {{ max_tokens = "max_new_tokens" }}
+
+[[models.deployments]]
+id = "failing"
+api = "predict"
+replicas = ["{v1.url}/predict/error"]
+
+[[models]]
 id = "other"
 [[models.deployments]]
 id = "only"

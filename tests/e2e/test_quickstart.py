@@ -17,6 +17,13 @@ def test_demo_model_streams():
         )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text.startswith("Hello from Bridge's simulated engine bridge-demo.")
-        assert [m.id for m in client.models.list()] == ["demo"]
+        assert [m.id for m in client.models.list()] == ["demo", "demo-predict"]
+        # The README's predict example: the same engine's plain predict API, through the adapter.
+        r = client.chat.completions.create(
+            model="any",
+            messages=[{"role": "user", "content": "Hello"}],
+            extra_body={"baseten": {"model_id": "demo-predict"}},
+        )
+        assert r.choices[0].message.content.startswith("You said: Hello.")
     finally:
         bridge.stop()

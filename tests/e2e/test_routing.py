@@ -84,7 +84,7 @@ def test_embeddings(client):
 
 
 def test_models_list_and_retrieve(client, bridge):
-    assert [m.id for m in client.models.list()] == ["llama", "other"]
+    assert [m.id for m in client.models.list()] == ["legacy", "llama", "other"]
     llama = client.models.retrieve("llama")
     assert llama.owned_by == "bridge"
     assert llama.model_extra["production"] == "v2"

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::pool::UpstreamBody;
+use crate::predict::stream::PredictStream;
 use crate::relay::SseRelay;
 
 /// Errors a response body can end with; hyper then aborts the connection, which is the only
@@ -87,6 +88,8 @@ pub enum ResBody {
     Upstream(UpstreamBody),
     /// An engine's SSE stream, relayed event by event with failures turned into in-band errors.
     Sse(Box<SseRelay>),
+    /// A predict model's text stream, adapted to OpenAI chunk events.
+    Predict(Box<PredictStream>),
 }
 
 impl ResBody {
@@ -111,6 +114,7 @@ impl Body for ResBody {
             ResBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResBody::Upstream(inner) => Pin::new(inner).poll_frame(cx),
             ResBody::Sse(relay) => Pin::new(relay.as_mut()).poll_frame(cx),
+            ResBody::Predict(stream) => Pin::new(stream.as_mut()).poll_frame(cx),
         }
     }
 
@@ -118,7 +122,7 @@ impl Body for ResBody {
         match self {
             ResBody::Full(bytes) => bytes.is_none(),
             ResBody::Upstream(inner) => inner.is_end_stream(),
-            ResBody::Sse(_) => false,
+            ResBody::Sse(_) | ResBody::Predict(_) => false,
         }
     }
 
@@ -127,7 +131,7 @@ impl Body for ResBody {
             ResBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResBody::Full(None) => SizeHint::with_exact(0),
             ResBody::Upstream(inner) => inner.size_hint(),
-            ResBody::Sse(_) => SizeHint::default(),
+            ResBody::Sse(_) | ResBody::Predict(_) => SizeHint::default(),
         }
     }
 }

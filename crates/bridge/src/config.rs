@@ -90,7 +90,8 @@ pub enum Api {
     /// An OpenAI-compatible engine (vLLM, SGLang, TGI, llama.cpp server): proxied as it is.
     #[default]
     Openai,
-    /// A plain predict endpoint, reached through an adapter.
+    /// A plain predict endpoint (JSON in, text or a raw text stream out), reached through the
+    /// adapter in [`crate::predict`]; each replica is the full predict URL.
     Predict,
 }
 
@@ -146,6 +147,26 @@ pub struct DeploymentConfig {
     /// `[models.deployments.timeouts]`.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// `[models.deployments.predict]`: how the predict adapter talks to this model (only for
+    /// `api = "predict"`).
+    pub predict: Option<PredictConfig>,
+}
+
+/// Settings of the predict adapter for one deployment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictConfig {
+    /// Key holding the text when the model answers with a JSON object (or streams SSE events
+    /// that are objects). Default `output`.
+    pub output_key: Option<String>,
+    /// Renames of forwarded fields where the model expects other names, e.g.
+    /// `{ max_tokens = "max_new_tokens" }`.
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// More request fields this model understands (e.g. `top_k`), forwarded as they are instead
+    /// of being refused.
+    #[serde(default)]
+    pub extra_fields: Vec<String>,
 }
 
 /// Per-deployment time limits, in milliseconds.

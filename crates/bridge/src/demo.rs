@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DeploymentConfig, ModelConfig};
+use crate::config::{Api, Config, DeploymentConfig, ModelConfig};
 use crate::registry::Registry;
 use crate::sim::{self, SimConfig};
 
@@ -17,6 +17,8 @@ use crate::sim::{self, SimConfig};
 pub const DEMO_MODEL: &str = "demo";
 /// Its production deployment.
 pub const DEMO_DEPLOYMENT: &str = "demo-v1";
+/// A demo model reached through the predict adapter.
+pub const DEMO_PREDICT_MODEL: &str = "demo-predict";
 /// The engine model name the demo replica reports.
 pub const DEMO_SERVED_MODEL: &str = "bridge-demo";
 
@@ -45,6 +47,17 @@ pub async fn start(
             id: DEMO_DEPLOYMENT.into(),
             replicas: vec![format!("http://{addr}/v1")],
             served_model: Some(DEMO_SERVED_MODEL.into()),
+            ..DeploymentConfig::default()
+        }],
+    });
+    // The same engine's predict mode: a model with only a plain predict API, via the adapter.
+    config.models.push(ModelConfig {
+        id: DEMO_PREDICT_MODEL.into(),
+        production: None,
+        deployments: vec![DeploymentConfig {
+            id: "v1".into(),
+            api: Api::Predict,
+            replicas: vec![format!("http://{addr}/predict")],
             ..DeploymentConfig::default()
         }],
     });

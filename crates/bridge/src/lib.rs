@@ -11,6 +11,7 @@
 //! | authenticate | [`auth`] | `Bearer` / `Api-Key`, constant-time, per-key model allow-list |
 //! | route | [`routing`] over [`json`] | `baseten` (or `model = "baseten/..."`) read from the body in one pass |
 //! | resolve | [`proxy`] against [`registry`] | model → deployment (production by default) → replica |
+//! | adapt | [`predict`] | predict-only models: request translated, answers and streams made OpenAI-shaped |
 //! | send | [`upstream`] | pooled keep-alive client, header hygiene, engine key |
 //! | relay | [`relay`] over [`sse`] | body passed through; streams event by event, failures in-band |
 //! | record | [`metrics`] | cancellations and replica state for `GET /metrics` |
@@ -29,6 +30,7 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod pool;
+pub mod predict;
 pub mod proxy;
 pub mod registry;
 pub mod relay;

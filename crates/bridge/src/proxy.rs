@@ -16,20 +16,23 @@ use crate::error::ApiError;
 use crate::health;
 use crate::metrics::CancelWatch;
 use crate::pool::UpstreamBody;
+use crate::predict;
 use crate::registry::{Deployment, Endpoint, Registry};
 use crate::relay::relay;
-use crate::routing::{route, Routing};
+use crate::routing::{route, route_by_path, Routing};
 use crate::upstream::{build_request, upstream_headers};
 use crate::AppState;
 
 /// Time allowed to ask a replica for its model name.
 const MODEL_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Forwards one request to `endpoint` on the deployment it names.
+/// Forwards one request to `endpoint` on the deployment it names in its body, or, for the
+/// previous bridge's URL form `/{model_id}/v1/...`, on `path_model`'s production deployment.
 pub async fn forward(
     state: &AppState,
     request: Request<Incoming>,
     endpoint: Endpoint,
+    path_model: Option<&str>,
     request_id: &HeaderValue,
 ) -> Result<Response<ResBody>, ApiError> {
     let registry = state.registry();
@@ -51,16 +54,39 @@ pub async fn forward(
             .with_code("body_read_timeout")
             .retryable()
         })??;
-    let routed = route(&body)?;
+    let routed = match path_model {
+        Some(model_id) => route_by_path(&body, model_id)?,
+        None => route(&body)?,
+    };
     let deployment = resolve(&registry, caller, &routed.routing)?;
     // From here on, a client that leaves before the answer is complete counts as a cancellation.
     let mut cancel = CancelWatch::new(deployment.clone());
     let sent = async {
-        let new_model = match routed.routing.from_model_name {
-            true => Some(served_model(state, deployment).await?),
-            false => None,
+        // Adapt the request: OpenAI engines get the body as sent (minus the routing field);
+        // predict models get it translated.
+        let (upstream_body, endpoint, adapted) = match &deployment.predict {
+            None => {
+                let new_model = match routed.routing.from_model_name {
+                    true => Some(served_model(state, deployment).await?),
+                    false => None,
+                };
+                (
+                    routed.upstream_body(&body, new_model.as_deref()),
+                    endpoint,
+                    None,
+                )
+            }
+            Some(settings) => {
+                let kind = match endpoint {
+                    Endpoint::ChatCompletions => predict::Kind::Chat,
+                    Endpoint::Completions => predict::Kind::Completion,
+                    _ => return Err(predict_unsupported(endpoint, deployment)),
+                };
+                let (translated, context) =
+                    predict::adapt_request(&body, kind, settings, &deployment.model_id)?;
+                (ReqBody::new([translated]), Endpoint::Predict, Some(context))
+            }
         };
-        let upstream_body = routed.upstream_body(&body, new_model.as_deref());
         drop(body);
         let headers = upstream_headers(
             &parts.headers,
@@ -68,12 +94,26 @@ pub async fn forward(
             deployment.upstream_auth.as_ref(),
             upstream_body.len(),
         );
-        send(state, deployment, endpoint, headers, upstream_body).await
+        let response = send(state, deployment, endpoint, headers, upstream_body).await?;
+        Ok((response, adapted))
     };
-    let mut response = sent.await.inspect_err(|_| cancel.settle())?;
+    let (mut response, adapted) = sent.await.inspect_err(|_| cancel.settle())?;
     response.body_mut().watch(cancel);
     tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarded");
-    relay(response, deployment.heartbeat).await
+    match adapted {
+        None => relay(response, deployment.heartbeat).await,
+        Some(context) => predict::relay(response, context).await,
+    }
+}
+
+/// Predict models have no embeddings (or any route but chat completions and completions).
+fn predict_unsupported(endpoint: Endpoint, deployment: &Deployment) -> ApiError {
+    ApiError::bad_request(format!(
+        "model '{}' is served through Bridge's predict adapter, which supports chat completions          and completions, not {}",
+        deployment.model_id,
+        endpoint.suffix().trim_start_matches('/')
+    ))
+    .with_code("unsupported_endpoint")
 }
 
 /// Sends to a replica picked by the balancer. A failure before any byte reached an engine is

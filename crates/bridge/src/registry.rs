@@ -89,6 +89,18 @@ pub struct Deployment {
     pub reported_model: OnceCell<Arc<str>>,
     /// What `/metrics` reports for this deployment.
     pub counters: DeploymentCounters,
+    /// The predict adapter's settings (`api = "predict"` only).
+    pub predict: Option<PredictSettings>,
+}
+
+/// Validated `[models.deployments.predict]`.
+#[derive(Debug, Clone)]
+pub struct PredictSettings {
+    pub output_key: String,
+    /// Forwarded field → the name the model expects.
+    pub rename: BTreeMap<String, String>,
+    /// Fields forwarded as they are, beyond the adapter's own list.
+    pub extra_fields: Vec<String>,
 }
 
 /// How replicas are checked.
@@ -118,14 +130,17 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Models,
+    /// A predict deployment's replica URL itself.
+    Predict,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [
+    pub const ALL: [Endpoint; 5] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Models,
+        Endpoint::Predict,
     ];
 
     /// Path appended to a replica's base URL.
@@ -135,6 +150,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Models => "/models",
+            Endpoint::Predict => "",
         }
     }
 }
@@ -144,7 +160,7 @@ impl Endpoint {
 pub struct Replica {
     /// The base URL as configured (without a trailing slash), for logs and status.
     pub base: String,
-    uris: [Uri; 4],
+    uris: [Uri; 5],
     /// Load and health, shared by all workers.
     pub state: ReplicaState,
     /// Where its active health check goes, when checks are on.
@@ -173,7 +189,7 @@ impl Replica {
         if parsed.query().is_some() {
             return Err(format!("replica URL '{base}' must not have a query string"));
         }
-        let mut uris = Vec::with_capacity(4);
+        let mut uris = Vec::with_capacity(Endpoint::ALL.len());
         for endpoint in Endpoint::ALL {
             let uri = format!("{base}{}", endpoint.suffix());
             uris.push(
@@ -181,7 +197,7 @@ impl Replica {
                     .map_err(|e| format!("replica URL '{base}': {e}"))?,
             );
         }
-        let uris: [Uri; 4] = uris
+        let uris: [Uri; 5] = uris
             .try_into()
             .map_err(|_| "internal: endpoint count".to_string())?;
         Ok(Replica {
@@ -328,11 +344,6 @@ fn validate_model(model: &ModelConfig) -> Result<Model, String> {
     }
     let mut deployments = BTreeMap::new();
     for (i, d) in model.deployments.iter().enumerate() {
-        if d.api == Api::Predict {
-            return Err(format!(
-                "deployments[{i}]: api = \"predict\" is not supported by this version of Bridge yet"
-            ));
-        }
         let built =
             validate_deployment(&model.id, d).map_err(|e| format!("deployments[{i}]: {e}"))?;
         if deployments.insert(d.id.clone(), Arc::new(built)).is_some() {
@@ -402,6 +413,13 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
             called: Default::default(),
         }),
     };
+    let predict = match (d.api, &d.predict) {
+        (Api::Openai, Some(_)) => {
+            return Err("a [predict] table applies only to api = \"predict\" deployments".into())
+        }
+        (Api::Openai, None) => None,
+        (Api::Predict, config) => Some(crate::predict::settings(config.as_ref())?),
+    };
     let key = secret(
         "engine key",
         None,
@@ -453,6 +471,7 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
         }),
         reported_model: OnceCell::new(),
         counters: DeploymentCounters::default(),
+        predict,
     })
 }
 

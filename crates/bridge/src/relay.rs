@@ -61,13 +61,7 @@ pub async fn relay(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
     let body = if is_sse {
-        parts
-            .headers
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        // Ask any buffering proxy in front of Bridge (nginx) to pass events straight through.
-        parts
-            .headers
-            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        mark_sse(&mut parts.headers);
         ResBody::Sse(Box::new(SseRelay::new(body, heartbeat)))
     } else {
         ResBody::Upstream(body)
@@ -75,8 +69,19 @@ pub async fn relay(
     Ok(Response::from_parts(parts, body))
 }
 
+/// Headers of every relayed stream: no caching, and no buffering by a proxy in front of Bridge
+/// (nginx honours `x-accel-buffering`), so events pass straight through.
+pub(crate) fn mark_sse(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
 /// Reads an engine's error body (bounded in size and time) into an OpenAI-shaped error.
-async fn engine_error(status: StatusCode, headers: &HeaderMap, body: UpstreamBody) -> ApiError {
+pub(crate) async fn engine_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: UpstreamBody,
+) -> ApiError {
     let bytes = read_prefix(body, MAX_ERROR_BODY).await;
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         // The engine rejected *Bridge's* credentials: relaying 401 would tell the client its

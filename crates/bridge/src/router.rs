@@ -27,7 +27,8 @@ enum Route<'a> {
     Metrics,
     Models,
     Model(&'a str),
-    Forward(Endpoint),
+    /// A forwarded route; the model id when the URL names it (`/{model_id}/v1/...`).
+    Forward(Endpoint, Option<&'a str>),
 }
 
 fn route_for(path: &str) -> Option<Route<'_>> {
@@ -36,19 +37,38 @@ fn route_for(path: &str) -> Option<Route<'_>> {
         "/metrics" => return Some(Route::Metrics),
         _ => {}
     }
-    let rest = path
+    if let Some(rest) = path
         .strip_prefix("/v1/direct")
-        .or_else(|| path.strip_prefix("/v1"))?;
-    match rest {
-        "/chat/completions" => Some(Route::Forward(Endpoint::ChatCompletions)),
-        "/completions" => Some(Route::Forward(Endpoint::Completions)),
-        "/embeddings" => Some(Route::Forward(Endpoint::Embeddings)),
-        "/models" => Some(Route::Models),
-        _ => rest
-            .strip_prefix("/models/")
-            .filter(|id| !id.is_empty())
-            .map(Route::Model),
+        .or_else(|| path.strip_prefix("/v1"))
+    {
+        let found = match rest {
+            "/chat/completions" => Some(Route::Forward(Endpoint::ChatCompletions, None)),
+            "/completions" => Some(Route::Forward(Endpoint::Completions, None)),
+            "/embeddings" => Some(Route::Forward(Endpoint::Embeddings, None)),
+            "/models" => Some(Route::Models),
+            _ => rest
+                .strip_prefix("/models/")
+                .filter(|id| !id.is_empty())
+                .map(Route::Model),
+        };
+        if found.is_some() {
+            return found;
+        }
     }
+    by_model_in_path(path)
+}
+
+/// The previous bridge's URL form, `/{model_id}/v1/chat/completions` (and `/completions`): the
+/// model's production deployment, whatever its kind.
+fn by_model_in_path(path: &str) -> Option<Route<'_>> {
+    let (prefix, endpoint) = if let Some(p) = path.strip_suffix("/v1/chat/completions") {
+        (p, Endpoint::ChatCompletions)
+    } else {
+        (path.strip_suffix("/v1/completions")?, Endpoint::Completions)
+    };
+    let model_id = prefix.strip_prefix('/')?;
+    (!model_id.is_empty() && !model_id.contains('/'))
+        .then_some(Route::Forward(endpoint, Some(model_id)))
 }
 
 /// The hyper service function. Everything logged while the request is handled carries its
@@ -81,10 +101,11 @@ async fn dispatch(
             format!("unknown route: {method} {path}"),
         )
         .with_code("unknown_route")),
-        Some(Route::Forward(endpoint)) if method == Method::POST => {
-            forward(&state, request, endpoint, &request_id).await
+        Some(Route::Forward(endpoint, model_id)) if method == Method::POST => {
+            let model_id = model_id.map(str::to_string);
+            forward(&state, request, endpoint, model_id.as_deref(), &request_id).await
         }
-        Some(Route::Forward(_)) => Err(method_not_allowed(&method, path, "POST")),
+        Some(Route::Forward(..)) => Err(method_not_allowed(&method, path, "POST")),
         Some(_) if method != Method::GET && method != Method::HEAD => {
             Err(method_not_allowed(&method, path, "GET, HEAD"))
         }

@@ -23,7 +23,8 @@ pub struct Routing {
     pub model_id: String,
     /// `None` (absent or JSON null) means the production deployment.
     pub deployment_id: Option<String>,
-    /// Routed by `model = "baseten/..."`: the engine needs its own model name instead.
+    /// Routed by `model = "baseten/..."` or by the URL: the engine needs its own model name
+    /// in place of the client's.
     pub from_model_name: bool,
 }
 
@@ -82,6 +83,32 @@ pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
     };
     Ok(RoutedBody {
         routing,
+        baseten,
+        model,
+    })
+}
+
+/// Scans `body` for a request whose URL names the model (`/{model_id}/v1/...`): the model's
+/// production deployment serves, any `baseten` member is still cut out, and `model` is replaced
+/// by the engine's own name (the previous bridge's clients send free-form names).
+pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError> {
+    let mut baseten = None;
+    let mut model = None;
+    scan_members(body, |m| {
+        if m.key_is(body, "baseten") {
+            baseten = Some(m);
+        } else if m.key_is(body, "model") {
+            model = Some(m);
+        }
+        Ok(())
+    })?;
+    check_id("model", model_id).map_err(|_| ApiError::model_not_found(model_id))?;
+    Ok(RoutedBody {
+        routing: Routing {
+            model_id: model_id.to_string(),
+            deployment_id: None,
+            from_model_name: true,
+        },
         baseten,
         model,
     })

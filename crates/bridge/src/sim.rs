@@ -6,6 +6,7 @@
 //! field) to make the engine misbehave on purpose — answer an error status, break a stream, send
 //! an in-band error, stall — so failure handling can be tested through the real SDK.
 
+pub mod predict;
 mod responses;
 
 use std::convert::Infallible;
@@ -95,6 +96,16 @@ async fn handle(
             StatusCode::OK,
             &json!({"object": "list", "data": [{"id": config.model, "object": "model", "created": now(), "owned_by": "bridge-sim"}]}),
         ),
+        (Method::POST, p) if p == "/predict" || p.starts_with("/predict/") => {
+            let shape = p
+                .trim_start_matches("/predict")
+                .trim_start_matches('/')
+                .to_string();
+            match read_json(req).await {
+                Ok((body, _)) => predict::answer(&shape, &body, config.gap),
+                Err(r) => r,
+            }
+        }
         (Method::POST, p) if p.ends_with("/chat/completions") => {
             generate(&config, req, Kind::Chat).await
         }

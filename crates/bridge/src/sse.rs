@@ -118,7 +118,7 @@ impl SseScanner {
 }
 
 /// All `data:` lines of an event joined with `\n`, as SSE clients (and the SDKs) read them.
-fn joined_data(event: &[u8]) -> Vec<u8> {
+pub(crate) fn joined_data(event: &[u8]) -> Vec<u8> {
     let mut data = Vec::new();
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -133,7 +133,7 @@ fn joined_data(event: &[u8]) -> Vec<u8> {
 }
 
 /// Index just past the first blank line (event terminator) at or after `from`.
-fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(off) = memchr::memchr(b'\n', buf.get(i..)?) {
         let nl = i + off;

@@ -1,0 +1,174 @@
+//! Answer side of the predict adapter: the model's answer as an OpenAI response.
+//!
+//! A non-streaming answer is a JSON string, a JSON object with the text under `output_key`, or
+//! plain text; it becomes a `chat.completion` (or `text_completion`). A streaming answer is
+//! adapted chunk by chunk by [`PredictStream`]; a model that answers a stream request with one
+//! JSON answer gets it streamed as a single delta. Model errors (non-2xx) become OpenAI errors
+//! with the model's status and message, through the same path as engine errors.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Response};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use super::stream::{ChunkWriter, PredictStream};
+use super::{Context, Kind};
+use crate::body::ResBody;
+use crate::error::ApiError;
+use crate::pool::{TimedOut, UpstreamBody};
+use crate::relay::{engine_error, mark_sse};
+
+/// Largest non-streaming answer read from a model (far beyond any sane completion).
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// Usage when the model reports none: Bridge has no tokenizer for predict models, and zeros
+/// say "not counted" where an estimate would pass for a measurement.
+pub fn zero_usage() -> Value {
+    json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+}
+
+/// Builds the client's response from the model's.
+pub async fn relay(
+    upstream: Response<UpstreamBody>,
+    context: Context,
+) -> Result<Response<ResBody>, ApiError> {
+    let (parts, mut body) = upstream.into_parts();
+    if parts.status.is_client_error() || parts.status.is_server_error() {
+        body.settle();
+        return Err(engine_error(parts.status, &parts.headers, body).await);
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let declared_json =
+        content_type.starts_with("application/json") || content_type.contains("+json");
+    if context.stream && !declared_json {
+        let sse = content_type.starts_with("text/event-stream");
+        let stream = PredictStream::new(body, context, sse);
+        return Ok(sse_response(ResBody::Predict(Box::new(stream))));
+    }
+    let bytes = read_answer(body).await?;
+    let (text, usage) = answer_text(&bytes, &content_type, &context.output_key)?;
+    let usage = usage.unwrap_or_else(zero_usage);
+    if context.stream {
+        let writer = ChunkWriter::new(&context);
+        let mut events: VecDeque<Bytes> = writer.role().into_iter().collect();
+        if !text.is_empty() {
+            events.push_back(writer.content(&text));
+        }
+        writer.end(context.include_usage, &usage, &mut events);
+        let joined: Vec<u8> = events.iter().flat_map(|b| b.iter().copied()).collect();
+        return Ok(sse_response(ResBody::full(joined)));
+    }
+    let mut response = Response::new(ResBody::full(
+        completion(&context, &text, usage).to_string(),
+    ));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+fn sse_response(body: ResBody) -> Response<ResBody> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    mark_sse(response.headers_mut());
+    response
+}
+
+/// The whole answer, bounded in size; the body's idle and total limits apply while reading.
+async fn read_answer(mut body: UpstreamBody) -> Result<Bytes, ApiError> {
+    let mut out = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if out.len() + data.len() > MAX_ANSWER_BYTES {
+                    return Err(ApiError::bad_gateway(format!(
+                        "the model's answer is larger than {MAX_ANSWER_BYTES} bytes"
+                    ))
+                    .with_code("upstream_answer_too_large"));
+                }
+                out.extend_from_slice(&data);
+            }
+            Err(e) if e.is::<TimedOut>() => {
+                return Err(ApiError::gateway_timeout(format!(
+                    "the answer stopped: {e}"
+                )))
+            }
+            Err(e) => {
+                return Err(
+                    ApiError::bad_gateway(format!("the model's answer broke off: {e}"))
+                        .with_code("upstream_stream_broken"),
+                )
+            }
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// The text of a whole answer, and the model's own usage if it reported one.
+pub fn answer_text(
+    bytes: &[u8],
+    content_type: &str,
+    output_key: &str,
+) -> Result<(String, Option<Value>), ApiError> {
+    let plain = || (String::from_utf8_lossy(bytes).into_owned(), None);
+    if content_type.starts_with("text/") {
+        return Ok(plain());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::String(text)) => Ok((text, None)),
+        Ok(Value::Object(map)) => {
+            let usage = map.get("usage").filter(|u| u.is_object()).cloned();
+            match map.get(output_key) {
+                Some(Value::String(text)) => Ok((text.clone(), usage)),
+                _ => Err(ApiError::bad_gateway(format!(
+                    "the model answered a JSON object without a string '{output_key}'; set the deployment's predict.output_key"
+                ))
+                .with_code("upstream_bad_answer")),
+            }
+        }
+        // A number, an array, or not JSON at all: the body is the text.
+        _ => Ok(plain()),
+    }
+}
+
+/// A whole `chat.completion` or `text_completion`.
+pub fn completion(context: &Context, text: &str, usage: Value) -> Value {
+    let choice = match context.kind {
+        Kind::Chat => json!({
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop",
+        }),
+        Kind::Completion => json!({
+            "text": text,
+            "index": 0,
+            "logprobs": null,
+            "finish_reason": "stop",
+        }),
+    };
+    json!({
+        "id": context.id,
+        "object": context.object(),
+        "created": context.created,
+        "model": context.model,
+        "system_fingerprint": null,
+        "choices": [choice],
+        "usage": usage,
+    })
+}

@@ -1,0 +1,345 @@
+//! Stream side of the predict adapter: a model's text stream as `chat.completion.chunk` (or
+//! streamed `text_completion`) events, each delta forwarded as soon as its bytes arrive.
+//!
+//! Raw streams (`application/octet-stream`, `text/plain`, anything not SSE) carry text with no
+//! framing, cut anywhere, even inside a multi-byte character: [`Utf8Carry`] holds the incomplete
+//! tail of a chunk for the next one, so no character is ever split or replaced. SSE streams are
+//! reassembled into events first; each event's data is text, a JSON string, or an object with
+//! the text under `output_key`.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{ready, Context as TaskContext, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+use serde_json::Value;
+
+use super::{Context, Kind};
+use crate::body::BoxError;
+use crate::error::ApiError;
+use crate::pool::{TimedOut, UpstreamBody};
+use crate::sse::{event_end, joined_data, MAX_EVENT_BYTES};
+
+/// Writes the events of one adapted stream. The parts shared by every chunk are rendered once.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    kind: Kind,
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"system_fingerprint":null,"choices":[`
+    head: String,
+    /// `]` (with `,"usage":null` when a usage chunk follows) `}` and the blank line.
+    tail: &'static str,
+}
+
+impl ChunkWriter {
+    pub fn new(context: &Context) -> Self {
+        let head = format!(
+            "data: {{\"id\":{},\"object\":\"{}\",\"created\":{},\"model\":{},\"system_fingerprint\":null,\"choices\":[",
+            json_string(&context.id),
+            context.chunk_object(),
+            context.created,
+            json_string(&context.model),
+        );
+        let tail = if context.include_usage {
+            "],\"usage\":null}\n\n"
+        } else {
+            "]}\n\n"
+        };
+        ChunkWriter {
+            kind: context.kind,
+            head,
+            tail,
+        }
+    }
+
+    fn event(&self, choice: &str) -> Bytes {
+        let mut out = String::with_capacity(self.head.len() + choice.len() + self.tail.len());
+        out.push_str(&self.head);
+        out.push_str(choice);
+        out.push_str(self.tail);
+        Bytes::from(out)
+    }
+
+    /// The first chunk of a chat stream: the assistant role (completions have none).
+    pub fn role(&self) -> Option<Bytes> {
+        (self.kind == Kind::Chat).then(|| {
+            self.event(r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#)
+        })
+    }
+
+    /// A content delta.
+    pub fn content(&self, text: &str) -> Bytes {
+        let text = json_string(text);
+        self.event(&match self.kind {
+            Kind::Chat => format!(
+                r#"{{"index":0,"delta":{{"content":{text}}},"logprobs":null,"finish_reason":null}}"#
+            ),
+            Kind::Completion => {
+                format!(r#"{{"text":{text},"index":0,"logprobs":null,"finish_reason":null}}"#)
+            }
+        })
+    }
+
+    /// The last content chunk, with `finish_reason`.
+    pub fn finish(&self) -> Bytes {
+        self.event(match self.kind {
+            Kind::Chat => r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#,
+            Kind::Completion => r#"{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}"#,
+        })
+    }
+
+    /// The usage chunk: no choices, `usage` set.
+    pub fn usage(&self, usage: &Value) -> Bytes {
+        let head = self.head.as_str();
+        Bytes::from(format!("{head}],\"usage\":{usage}}}\n\n"))
+    }
+
+    /// Everything after the content: finish, usage when asked for, `[DONE]`.
+    pub fn end(&self, include_usage: bool, usage: &Value, out: &mut VecDeque<Bytes>) {
+        out.push_back(self.finish());
+        if include_usage {
+            out.push_back(self.usage(usage));
+        }
+        out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    }
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Decodes UTF-8 across chunk boundaries: an incomplete character at the end of a chunk waits
+/// for the rest. Bytes that can never be UTF-8 become U+FFFD, as any text decoder would.
+#[derive(Debug, Default)]
+pub struct Utf8Carry {
+    pending: Vec<u8>,
+}
+
+impl Utf8Carry {
+    /// The text completed by `chunk`.
+    pub fn push(&mut self, chunk: &[u8]) -> String {
+        let joined;
+        let bytes = if self.pending.is_empty() {
+            chunk
+        } else {
+            self.pending.extend_from_slice(chunk);
+            joined = std::mem::take(&mut self.pending);
+            &joined[..]
+        };
+        let mut out = String::with_capacity(bytes.len());
+        let mut rest = bytes;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(text) => {
+                    out.push_str(text);
+                    return out;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    // Safe: from_utf8 just said these bytes are valid.
+                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        // Incomplete character at the end: keep it for the next chunk.
+                        None => {
+                            self.pending = after.to_vec();
+                            return out;
+                        }
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// At the end of the stream: a character that never completed is invalid.
+    pub fn finish(&mut self) -> String {
+        if self.pending.is_empty() {
+            return String::new();
+        }
+        self.pending.clear();
+        char::REPLACEMENT_CHARACTER.to_string()
+    }
+}
+
+/// How the model frames its stream.
+#[derive(Debug)]
+enum Framing {
+    Raw(Utf8Carry),
+    Sse(BytesMut),
+}
+
+/// A model's stream, adapted to OpenAI chunk events as it arrives.
+pub struct PredictStream {
+    upstream: UpstreamBody,
+    framing: Framing,
+    writer: ChunkWriter,
+    context: Context,
+    /// The model's own usage, if its SSE events carried one.
+    usage: Option<Value>,
+    queue: VecDeque<Bytes>,
+    finished: bool,
+}
+
+impl PredictStream {
+    pub fn new(upstream: UpstreamBody, context: Context, sse: bool) -> Self {
+        let writer = ChunkWriter::new(&context);
+        let queue = writer.role().into_iter().collect();
+        PredictStream {
+            upstream,
+            framing: if sse {
+                Framing::Sse(BytesMut::new())
+            } else {
+                Framing::Raw(Utf8Carry::default())
+            },
+            writer,
+            context,
+            usage: None,
+            queue,
+            finished: false,
+        }
+    }
+
+    fn push_text(&mut self, text: &str) {
+        if !text.is_empty() {
+            self.queue.push_back(self.writer.content(text));
+        }
+    }
+
+    /// Takes what `data` completes. `Err` ends the stream with that error.
+    fn feed(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        let events = match &mut self.framing {
+            Framing::Raw(carry) => {
+                let text = carry.push(data);
+                self.push_text(&text);
+                return Ok(());
+            }
+            Framing::Sse(buffer) => {
+                buffer.extend_from_slice(data);
+                let mut events = Vec::new();
+                while let Some(end) = event_end(buffer, 0) {
+                    events.push(buffer.split_to(end).freeze());
+                }
+                if buffer.len() > MAX_EVENT_BYTES {
+                    return Err(ApiError::bad_gateway(format!(
+                        "the model sent a stream event larger than {MAX_EVENT_BYTES} bytes"
+                    ))
+                    .with_code("upstream_event_too_large"));
+                }
+                events
+            }
+        };
+        for event in events {
+            self.event(&event)?;
+        }
+        Ok(())
+    }
+
+    /// One SSE event from the model.
+    fn event(&mut self, event: &[u8]) -> Result<(), ApiError> {
+        let data = joined_data(event);
+        // No data (a comment, a field-only event): nothing to say. `[DONE]`: the end is marked
+        // by the body ending.
+        if data.is_empty() || data.trim_ascii() == b"[DONE]" {
+            return Ok(());
+        }
+        let text = match serde_json::from_slice::<Value>(&data) {
+            Ok(Value::String(text)) => text,
+            Ok(Value::Object(map)) => {
+                if map.contains_key("error") {
+                    let error = ApiError::from_engine(http::StatusCode::BAD_GATEWAY, &data);
+                    return Err(error);
+                }
+                if let Some(usage) = map.get("usage").filter(|u| u.is_object()) {
+                    self.usage = Some(usage.clone());
+                }
+                match map.get(&self.context.output_key) {
+                    Some(Value::String(text)) => text.clone(),
+                    None if map.contains_key("usage") => String::new(),
+                    _ => {
+                        return Err(ApiError::bad_gateway(format!(
+                            "the model sent a stream event without a string '{}'; set the deployment's predict.output_key",
+                            self.context.output_key
+                        ))
+                        .with_code("upstream_bad_event"))
+                    }
+                }
+            }
+            // Plain text, or JSON of another kind: the data is the text.
+            _ => String::from_utf8_lossy(&data).into_owned(),
+        };
+        self.push_text(&text);
+        Ok(())
+    }
+
+    fn end(&mut self, error: Option<ApiError>) {
+        self.finished = true;
+        if let Some(error) = error {
+            self.queue.push_back(error.sse_event());
+            return;
+        }
+        if let Framing::Raw(carry) = &mut self.framing {
+            let tail = carry.finish();
+            self.push_text(&tail);
+        }
+        let usage = self
+            .usage
+            .take()
+            .unwrap_or_else(super::response::zero_usage);
+        self.writer
+            .end(self.context.include_usage, &usage, &mut self.queue);
+    }
+}
+
+impl Body for PredictStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(bytes) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if let Err(error) = this.feed(&data) {
+                            this.end(Some(error));
+                        }
+                    }
+                }
+                Some(Err(e)) if e.is::<TimedOut>() => {
+                    this.end(Some(ApiError::gateway_timeout(format!(
+                        "stream stopped: {e}"
+                    ))));
+                }
+                Some(Err(e)) => {
+                    let error = ApiError::bad_gateway(format!("the model's stream broke: {e}"))
+                        .with_code("upstream_stream_broken");
+                    this.end(Some(error));
+                }
+                None => {
+                    if let Framing::Sse(buffer) = &mut this.framing {
+                        // A last event without its blank line is still a whole event here:
+                        // the HTTP body ended cleanly.
+                        let last = buffer.split().freeze();
+                        if let Err(error) = this.event(&last) {
+                            this.end(Some(error));
+                            continue;
+                        }
+                    }
+                    this.end(None);
+                }
+            }
+        }
+    }
+}
