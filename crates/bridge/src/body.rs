@@ -13,8 +13,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::pool::UpstreamBody;
-use crate::predict::stream::PredictStream;
-use crate::relay::SseRelay;
+use crate::predict::stream::PredictEvents;
+use crate::relay::StreamRelay;
+use crate::sse::SseScanner;
 
 /// Errors a response body can end with; hyper then aborts the connection, which is the only
 /// honest way to end a non-stream body that broke halfway.
@@ -87,9 +88,9 @@ pub enum ResBody {
     /// An engine's non-stream body, relayed as it arrives.
     Upstream(UpstreamBody),
     /// An engine's SSE stream, relayed event by event with failures turned into in-band errors.
-    Sse(Box<SseRelay>),
+    Sse(Box<StreamRelay<SseScanner>>),
     /// A predict model's text stream, adapted to OpenAI chunk events.
-    Predict(Box<PredictStream>),
+    Predict(Box<StreamRelay<PredictEvents>>),
 }
 
 impl ResBody {

@@ -102,7 +102,7 @@ pub async fn forward(
     tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarded");
     match adapted {
         None => relay(response, deployment.heartbeat).await,
-        Some(context) => predict::relay(response, context).await,
+        Some(context) => predict::relay(response, context, deployment.heartbeat).await,
     }
 }
 

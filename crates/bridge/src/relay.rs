@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use crate::body::{BoxError, ResBody};
 use crate::error::ApiError;
 use crate::pool::{TimedOut, UpstreamBody};
-use crate::sse::{SseScanner, MAX_EVENT_BYTES};
+use crate::sse::SseScanner;
 
 /// Largest engine error body read; past it the message is cut.
 pub const MAX_ERROR_BODY: usize = 64 << 10;
@@ -62,7 +62,12 @@ pub async fn relay(
         .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
     let body = if is_sse {
         mark_sse(&mut parts.headers);
-        ResBody::Sse(Box::new(SseRelay::new(body, heartbeat)))
+        ResBody::Sse(Box::new(StreamRelay::new(
+            body,
+            SseScanner::default(),
+            None,
+            heartbeat,
+        )))
     } else {
         ResBody::Upstream(body)
     };
@@ -125,10 +130,27 @@ async fn read_prefix(mut body: UpstreamBody, limit: usize) -> Bytes {
     Bytes::from(out)
 }
 
-/// A relayed SSE stream.
-pub struct SseRelay {
+/// How a relayed stream turns the engine's bytes into the client's events: the OpenAI relay
+/// ([`SseScanner`]) passes events through, the predict adapter writes new ones.
+pub trait StreamAdapter {
+    /// One chunk of the engine's body; what the client should get goes to `out`. An error ends
+    /// the stream with it, in band.
+    fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError>;
+
+    /// The engine's body ended cleanly: end the client's stream properly (or in error).
+    fn finish(&mut self, out: &mut VecDeque<Bytes>);
+
+    /// The stream ends with `error` (the engine broke off or went silent): the in-band error
+    /// event and `[DONE]`.
+    fn fail(&mut self, error: ApiError, out: &mut VecDeque<Bytes>) {
+        out.push_back(error.sse_event());
+    }
+}
+
+/// A stream relayed through an adapter: never ends silently, whatever the engine does.
+pub struct StreamRelay<A> {
     upstream: UpstreamBody,
-    scanner: SseScanner,
+    adapter: A,
     /// Output ready to hand to the client (usually at most one slice).
     queue: VecDeque<Bytes>,
     finished: bool,
@@ -144,12 +166,18 @@ struct Heartbeat {
 /// An SSE comment: ignored by SSE clients, but traffic for idle-timeout proxies on the way.
 const PING: &[u8] = b": ping\n\n";
 
-impl SseRelay {
-    pub fn new(upstream: UpstreamBody, heartbeat: Option<Duration>) -> Self {
-        SseRelay {
+impl<A: StreamAdapter> StreamRelay<A> {
+    /// `initial`: events to send before anything from the engine (an adapter's first chunk).
+    pub fn new(
+        upstream: UpstreamBody,
+        adapter: A,
+        initial: impl IntoIterator<Item = Bytes>,
+        heartbeat: Option<Duration>,
+    ) -> Self {
+        StreamRelay {
             upstream,
-            scanner: SseScanner::default(),
-            queue: VecDeque::new(),
+            adapter,
+            queue: initial.into_iter().collect(),
             finished: false,
             heartbeat: heartbeat.map(|every| Heartbeat {
                 every,
@@ -158,7 +186,7 @@ impl SseRelay {
         }
     }
 
-    /// A ping when the engine has been silent for the heartbeat interval. Bridge forwards only
+    /// A ping when the engine has been silent for the heartbeat interval. Adapters emit only
     /// whole events, so the client's stream is always at an event boundary here.
     fn poll_ping(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
         let heartbeat = self.heartbeat.as_mut()?;
@@ -169,29 +197,13 @@ impl SseRelay {
         })
     }
 
-    /// Ends the stream with an in-band error unless the engine already ended it properly.
-    fn end(&mut self, reason: Option<ApiError>) {
+    fn fail(&mut self, error: ApiError) {
         self.finished = true;
-        if self.scanner.done {
-            return;
-        }
-        if let Some(error) = reason {
-            self.queue.push_back(error.sse_event());
-        } else if self.scanner.errored {
-            // The engine reported its own error; only the end marker is missing.
-            self.queue
-                .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
-        } else {
-            let error = ApiError::bad_gateway(
-                "the engine ended the stream without data: [DONE]; the answer may be incomplete",
-            )
-            .with_code("upstream_stream_incomplete");
-            self.queue.push_back(error.sse_event());
-        }
+        self.adapter.fail(error, &mut self.queue);
     }
 }
 
-impl Body for SseRelay {
+impl<A: StreamAdapter + Unpin> Body for StreamRelay<A> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -221,26 +233,22 @@ impl Body for SseRelay {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    if this.scanner.feed(data, &mut this.queue).is_err() {
-                        let error = ApiError::bad_gateway(format!(
-                            "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
-                        ))
-                        .with_code("upstream_event_too_large");
-                        this.end(Some(error));
+                    if let Err(error) = this.adapter.feed(data, &mut this.queue) {
+                        this.fail(error);
                     }
                 }
                 Some(Err(e)) if e.is::<TimedOut>() => {
-                    let error = ApiError::gateway_timeout(format!("stream stopped: {e}"));
-                    this.end(Some(error));
+                    this.fail(ApiError::gateway_timeout(format!("stream stopped: {e}")));
                 }
                 Some(Err(e)) => {
-                    let error = ApiError::bad_gateway(format!("the engine's stream broke: {e}"))
-                        .with_code("upstream_stream_broken");
-                    this.end(Some(error));
+                    this.fail(
+                        ApiError::bad_gateway(format!("the engine's stream broke: {e}"))
+                            .with_code("upstream_stream_broken"),
+                    );
                 }
                 None => {
-                    this.scanner.finish(&mut this.queue);
-                    this.end(None);
+                    this.finished = true;
+                    this.adapter.finish(&mut this.queue);
                 }
             }
         }

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 
 use crate::error::ApiError;
+use crate::relay::StreamAdapter;
 
 /// Largest single event accepted from an engine (a chunk with top logprobs can be large, but an
 /// event that never ends must not grow memory without bound).
@@ -206,6 +207,43 @@ fn rewrite_error(event: &[u8]) -> Bytes {
         .filter(|s| s.is_client_error() || s.is_server_error())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     ApiError::from_engine(status, &data).sse_data()
+}
+
+/// The OpenAI relay: events pass through as they are (engine errors rewritten), and a stream
+/// that did not end with `[DONE]` gets an in-band error.
+impl StreamAdapter for SseScanner {
+    fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
+        SseScanner::feed(self, chunk, out).map_err(|EventTooLarge| {
+            ApiError::bad_gateway(format!(
+                "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
+            ))
+            .with_code("upstream_event_too_large")
+        })
+    }
+
+    fn finish(&mut self, out: &mut VecDeque<Bytes>) {
+        SseScanner::finish(self, out);
+        if self.done {
+            return;
+        }
+        if self.errored {
+            // The engine reported its own error; only the end marker is missing.
+            out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+        } else {
+            let error = ApiError::bad_gateway(
+                "the engine ended the stream without data: [DONE]; the answer may be incomplete",
+            )
+            .with_code("upstream_stream_incomplete");
+            out.push_back(error.sse_event());
+        }
+    }
+
+    fn fail(&mut self, error: ApiError, out: &mut VecDeque<Bytes>) {
+        // After `[DONE]` the client's stream is complete; what the engine does next is moot.
+        if !self.done {
+            out.push_back(error.sse_event());
+        }
+    }
 }
 
 #[cfg(test)]

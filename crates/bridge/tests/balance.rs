@@ -76,8 +76,10 @@ async fn a_slow_replica_gets_less_work() {
     }
     let (s, f) = (slow.count(), fast.count());
     assert_eq!(s + f, 60);
-    // Random choice would split about 30/30; least-outstanding keeps the slow one nearly idle.
-    assert!(s * 4 < f, "slow replica served {s}, fast {f}");
+    // Random choice splits about 30/30 (sd ~4). Least outstanding measured 7 to 12 slow in ten
+    // runs: ties (both replicas with one request in flight) are broken at random, as specified,
+    // so the slow one still gets some. A bound of 20 fails for random choice and holds for this.
+    assert!(s * 2 < f, "slow replica served {s}, fast {f}");
 }
 
 /// An engine that reads each request whole, then closes the connection without answering, and

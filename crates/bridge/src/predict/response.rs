@@ -7,18 +7,19 @@
 //! with the model's status and message, through the same path as engine errors.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Response};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use super::stream::{ChunkWriter, PredictStream};
+use super::stream::{ChunkWriter, PredictEvents};
 use super::{Context, Kind};
 use crate::body::ResBody;
 use crate::error::ApiError;
 use crate::pool::{TimedOut, UpstreamBody};
-use crate::relay::{engine_error, mark_sse};
+use crate::relay::{engine_error, mark_sse, StreamRelay};
 
 /// Largest non-streaming answer read from a model (far beyond any sane completion).
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
@@ -30,9 +31,11 @@ pub fn zero_usage() -> Value {
 }
 
 /// Builds the client's response from the model's.
+/// `heartbeat`: `: ping` comments on streams after this much silence from the model.
 pub async fn relay(
     upstream: Response<UpstreamBody>,
     context: Context,
+    heartbeat: Option<Duration>,
 ) -> Result<Response<ResBody>, ApiError> {
     let (parts, mut body) = upstream.into_parts();
     if parts.status.is_client_error() || parts.status.is_server_error() {
@@ -50,7 +53,8 @@ pub async fn relay(
         content_type.starts_with("application/json") || content_type.contains("+json");
     if context.stream && !declared_json {
         let sse = content_type.starts_with("text/event-stream");
-        let stream = PredictStream::new(body, context, sse);
+        let (adapter, first) = PredictEvents::new(context, sse);
+        let stream = StreamRelay::new(body, adapter, first, heartbeat);
         return Ok(sse_response(ResBody::Predict(Box::new(stream))));
     }
     let bytes = read_answer(body).await?;

@@ -8,17 +8,14 @@
 //! the text under `output_key`.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{ready, Context as TaskContext, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame};
 use serde_json::Value;
 
+use super::response::zero_usage;
 use super::{Context, Kind};
-use crate::body::BoxError;
 use crate::error::ApiError;
-use crate::pool::{TimedOut, UpstreamBody};
+use crate::relay::StreamAdapter;
 use crate::sse::{event_end, joined_data, MAX_EVENT_BYTES};
 
 /// Writes the events of one adapted stream. The parts shared by every chunk are rendered once.
@@ -171,74 +168,44 @@ enum Framing {
     Sse(BytesMut),
 }
 
-/// A model's stream, adapted to OpenAI chunk events as it arrives.
-pub struct PredictStream {
-    upstream: UpstreamBody,
+/// A model's stream, adapted to OpenAI chunk events as it arrives (driven by
+/// [`StreamRelay`](crate::relay::StreamRelay)).
+#[derive(Debug)]
+pub struct PredictEvents {
     framing: Framing,
     writer: ChunkWriter,
     context: Context,
     /// The model's own usage, if its SSE events carried one.
     usage: Option<Value>,
-    queue: VecDeque<Bytes>,
-    finished: bool,
 }
 
-impl PredictStream {
-    pub fn new(upstream: UpstreamBody, context: Context, sse: bool) -> Self {
+impl PredictEvents {
+    /// The adapter, and the events to send before anything arrives (the role chunk).
+    pub fn new(context: Context, sse: bool) -> (Self, Option<Bytes>) {
         let writer = ChunkWriter::new(&context);
-        let queue = writer.role().into_iter().collect();
-        PredictStream {
-            upstream,
-            framing: if sse {
-                Framing::Sse(BytesMut::new())
-            } else {
-                Framing::Raw(Utf8Carry::default())
-            },
+        let first = writer.role();
+        let framing = if sse {
+            Framing::Sse(BytesMut::new())
+        } else {
+            Framing::Raw(Utf8Carry::default())
+        };
+        let adapter = PredictEvents {
+            framing,
             writer,
             context,
             usage: None,
-            queue,
-            finished: false,
-        }
-    }
-
-    fn push_text(&mut self, text: &str) {
-        if !text.is_empty() {
-            self.queue.push_back(self.writer.content(text));
-        }
-    }
-
-    /// Takes what `data` completes. `Err` ends the stream with that error.
-    fn feed(&mut self, data: &[u8]) -> Result<(), ApiError> {
-        let events = match &mut self.framing {
-            Framing::Raw(carry) => {
-                let text = carry.push(data);
-                self.push_text(&text);
-                return Ok(());
-            }
-            Framing::Sse(buffer) => {
-                buffer.extend_from_slice(data);
-                let mut events = Vec::new();
-                while let Some(end) = event_end(buffer, 0) {
-                    events.push(buffer.split_to(end).freeze());
-                }
-                if buffer.len() > MAX_EVENT_BYTES {
-                    return Err(ApiError::bad_gateway(format!(
-                        "the model sent a stream event larger than {MAX_EVENT_BYTES} bytes"
-                    ))
-                    .with_code("upstream_event_too_large"));
-                }
-                events
-            }
         };
-        for event in events {
-            self.event(&event)?;
+        (adapter, first)
+    }
+
+    fn push_text(&self, text: &str, out: &mut VecDeque<Bytes>) {
+        if !text.is_empty() {
+            out.push_back(self.writer.content(text));
         }
-        Ok(())
     }
 
     /// One SSE event from the model.
-    fn event(&mut self, event: &[u8]) -> Result<(), ApiError> {
+    fn event(&mut self, event: &[u8], out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
         let data = joined_data(event);
         // No data (a comment, a field-only event): nothing to say. `[DONE]`: the end is marked
         // by the body ending.
@@ -249,8 +216,7 @@ impl PredictStream {
             Ok(Value::String(text)) => text,
             Ok(Value::Object(map)) => {
                 if map.contains_key("error") {
-                    let error = ApiError::from_engine(http::StatusCode::BAD_GATEWAY, &data);
-                    return Err(error);
+                    return Err(ApiError::from_engine(http::StatusCode::BAD_GATEWAY, &data));
                 }
                 if let Some(usage) = map.get("usage").filter(|u| u.is_object()) {
                     self.usage = Some(usage.clone());
@@ -270,76 +236,57 @@ impl PredictStream {
             // Plain text, or JSON of another kind: the data is the text.
             _ => String::from_utf8_lossy(&data).into_owned(),
         };
-        self.push_text(&text);
+        self.push_text(&text, out);
         Ok(())
-    }
-
-    fn end(&mut self, error: Option<ApiError>) {
-        self.finished = true;
-        if let Some(error) = error {
-            self.queue.push_back(error.sse_event());
-            return;
-        }
-        if let Framing::Raw(carry) = &mut self.framing {
-            let tail = carry.finish();
-            self.push_text(&tail);
-        }
-        let usage = self
-            .usage
-            .take()
-            .unwrap_or_else(super::response::zero_usage);
-        self.writer
-            .end(self.context.include_usage, &usage, &mut self.queue);
     }
 }
 
-impl Body for PredictStream {
-    type Data = Bytes;
-    type Error = BoxError;
+impl StreamAdapter for PredictEvents {
+    fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
+        let events = match &mut self.framing {
+            Framing::Raw(carry) => {
+                let text = carry.push(&chunk);
+                self.push_text(&text, out);
+                return Ok(());
+            }
+            Framing::Sse(buffer) => {
+                buffer.extend_from_slice(&chunk);
+                let mut events = Vec::new();
+                while let Some(end) = event_end(buffer, 0) {
+                    events.push(buffer.split_to(end).freeze());
+                }
+                if buffer.len() > MAX_EVENT_BYTES {
+                    return Err(ApiError::bad_gateway(format!(
+                        "the model sent a stream event larger than {MAX_EVENT_BYTES} bytes"
+                    ))
+                    .with_code("upstream_event_too_large"));
+                }
+                events
+            }
+        };
+        for event in events {
+            self.event(&event, out)?;
+        }
+        Ok(())
+    }
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(bytes) = this.queue.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+    fn finish(&mut self, out: &mut VecDeque<Bytes>) {
+        match &mut self.framing {
+            Framing::Raw(carry) => {
+                let tail = carry.finish();
+                self.push_text(&tail, out);
             }
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if let Err(error) = this.feed(&data) {
-                            this.end(Some(error));
-                        }
-                    }
-                }
-                Some(Err(e)) if e.is::<TimedOut>() => {
-                    this.end(Some(ApiError::gateway_timeout(format!(
-                        "stream stopped: {e}"
-                    ))));
-                }
-                Some(Err(e)) => {
-                    let error = ApiError::bad_gateway(format!("the model's stream broke: {e}"))
-                        .with_code("upstream_stream_broken");
-                    this.end(Some(error));
-                }
-                None => {
-                    if let Framing::Sse(buffer) = &mut this.framing {
-                        // A last event without its blank line is still a whole event here:
-                        // the HTTP body ended cleanly.
-                        let last = buffer.split().freeze();
-                        if let Err(error) = this.event(&last) {
-                            this.end(Some(error));
-                            continue;
-                        }
-                    }
-                    this.end(None);
+            Framing::Sse(buffer) => {
+                // A last event without its blank line is still whole: the HTTP body ended
+                // cleanly.
+                let last = buffer.split().freeze();
+                if let Err(error) = self.event(&last, out) {
+                    self.fail(error, out);
+                    return;
                 }
             }
         }
+        let usage = self.usage.take().unwrap_or_else(zero_usage);
+        self.writer.end(self.context.include_usage, &usage, out);
     }
 }
