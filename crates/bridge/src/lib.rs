@@ -184,8 +184,12 @@ async fn serve_worker(
     shutdown: impl Future<Output = ()>,
 ) {
     let drain_timeout = state.registry.drain_timeout;
+    // Idle engine connections are closed before engines' keep-alive timeouts even when no
+    // request comes to notice them.
+    let sweeper = tokio::spawn(state.upstream.clone().sweep_forever());
     server::serve(connections, shutdown, drain_timeout, move |request| {
         router::handle(state.clone(), request)
     })
     .await;
+    sweeper.abort();
 }

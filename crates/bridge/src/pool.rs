@@ -30,6 +30,8 @@ use crate::metrics::CancelWatch;
 
 /// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
+/// How often idle connections past [`POOL_IDLE`] are closed.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Idle connections kept per replica and worker; more are closed when they come back.
 pub const POOL_MAX_IDLE_PER_REPLICA: usize = 256;
 /// Time allowed to open a TCP connection to a replica, unless a deployment sets its own.
@@ -140,6 +142,32 @@ impl Pool {
             }
         }
         Err(SendError::NotSent("no usable connection".into()))
+    }
+
+    /// Closes idle connections that reached [`POOL_IDLE`], so none outlives it even when no
+    /// request comes to check it out (an engine with a long keep-alive timeout would otherwise
+    /// hold them open). Idle lists are in return order, so expired ones are at the front.
+    pub fn sweep(&self) {
+        let Ok(mut map) = self.inner.idle.lock() else {
+            return;
+        };
+        map.retain(|_, idle| {
+            let expired = idle
+                .iter()
+                .take_while(|c| c.since.elapsed() >= POOL_IDLE)
+                .count();
+            idle.drain(..expired);
+            !idle.is_empty()
+        });
+    }
+
+    /// Sweeps every [`SWEEP_EVERY`] until the future is dropped.
+    pub async fn sweep_forever(self) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tick.tick().await;
+            self.sweep();
+        }
     }
 
     /// The most recently used idle connection that is still usable.

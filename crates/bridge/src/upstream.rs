@@ -45,6 +45,11 @@ impl Upstream {
         Self::default()
     }
 
+    /// Closes idle connections before engines' keep-alive timeouts, until dropped.
+    pub async fn sweep_forever(self) {
+        self.pool.sweep_forever().await;
+    }
+
     /// Sends `request`, connecting within `connect` if no pooled connection is ready, and
     /// waits up to `first_byte` (connecting included) for the response headers.
     pub async fn send(

@@ -17,6 +17,16 @@ use tokio::net::TcpListener;
 /// With `close_after_one`, it closes every connection after its first answer without saying so
 /// (no `Connection: close`), like an engine whose keep-alive timer just fired.
 async fn raw_engine(close_after_one: bool) -> (String, Arc<AtomicUsize>) {
+    raw_engine_with(close_after_one, None, None).await
+}
+
+/// [`raw_engine`], closing connections idle for `keep_alive` (as uvicorn does after 5 s), and
+/// reporting each connection that the other side closed on `closed`.
+async fn raw_engine_with(
+    close_after_one: bool,
+    keep_alive: Option<Duration>,
+    closed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -24,6 +34,7 @@ async fn raw_engine(close_after_one: bool) -> (String, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let closed = closed.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -41,8 +52,21 @@ async fn raw_engine(close_after_one: bool) -> (String, Arc<AtomicUsize>) {
                                 break (end, length);
                             }
                         }
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
+                        let read = socket.read(&mut chunk);
+                        let read = match keep_alive.filter(|_| buf.is_empty()) {
+                            Some(limit) => match tokio::time::timeout(limit, read).await {
+                                Ok(read) => read,
+                                Err(_) => return, // idle too long: close without a word
+                            },
+                            None => read.await,
+                        };
+                        match read {
+                            Ok(0) | Err(_) => {
+                                if let Some(closed) = &closed {
+                                    let _ = closed.send(());
+                                }
+                                return;
+                            }
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     };
@@ -220,4 +244,36 @@ async fn an_engine_restarted_on_the_same_port_serves_the_next_request() {
             reply.text()
         );
     }
+}
+
+#[tokio::test]
+async fn an_engine_closing_idle_connections_after_1_s_costs_no_request() {
+    let (base, accepted) = raw_engine_with(false, Some(Duration::from_secs(1)), None).await;
+    let bridge = Bridge::start(&one_model(&base)).await;
+    // Each request comes as the engine closes the previous one's connection: the race peers
+    // lose requests to.
+    for i in 0..4 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        let reply = post(&bridge.url("/v1/direct/chat/completions"), chat("m")).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 2,
+        "the engine did close idle connections"
+    );
+}
+
+#[tokio::test]
+async fn idle_engine_connections_are_closed_before_engine_keep_alive_timeouts() {
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let (base, _) = raw_engine_with(false, None, Some(closed_tx)).await;
+    let bridge = Bridge::start(&one_model(&base)).await;
+    let reply = post(&bridge.url("/v1/direct/chat/completions"), chat("m")).await;
+    assert_eq!(reply.status, 200);
+    // No more traffic: Bridge closes the idle connection itself, before vLLM's 5 s would.
+    tokio::time::timeout(Duration::from_secs(6), closed.recv())
+        .await
+        .expect("Bridge kept an idle engine connection open");
 }
