@@ -26,7 +26,7 @@ fn routing(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(size), &bytes, |b, bytes| {
             b.iter(|| {
                 let routed = route(black_box(bytes)).unwrap();
-                black_box(routed.upstream_body(bytes, None))
+                black_box(routed.upstream_body(bytes, None, false))
             })
         });
     }

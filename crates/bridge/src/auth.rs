@@ -21,6 +21,8 @@ pub struct ApiKey {
     digest: [u8; 32],
     /// Allowed model ids; `None` allows every model.
     models: Option<HashSet<String>>,
+    /// Index of its `key` label in metrics (0 is "no key").
+    label: usize,
 }
 
 impl ApiKey {
@@ -29,6 +31,7 @@ impl ApiKey {
             name: name.to_string(),
             digest: Sha256::digest(secret.as_bytes()).into(),
             models: models.map(|m| m.into_iter().collect()),
+            label: 0,
         }
     }
 
@@ -59,6 +62,14 @@ impl Caller<'_> {
         }
     }
 
+    /// Index of the caller's `key` label in metrics: 0 without a key.
+    pub fn label(&self) -> usize {
+        match self {
+            Caller::Anonymous => 0,
+            Caller::Key(key) => key.label,
+        }
+    }
+
     /// Name for logs; never the key.
     pub fn name(&self) -> &str {
         match self {
@@ -69,8 +80,18 @@ impl Caller<'_> {
 }
 
 impl Keys {
-    pub fn new(keys: Vec<ApiKey>) -> Self {
+    pub fn new(mut keys: Vec<ApiKey>) -> Self {
+        for (i, key) in keys.iter_mut().enumerate() {
+            key.label = i + 1;
+        }
         Keys { keys }
+    }
+
+    /// `key` label values for metrics: `-` (no key), then each key's name.
+    pub fn labels(&self) -> Vec<String> {
+        std::iter::once("-".to_string())
+            .chain(self.keys.iter().map(|k| k.name.clone()))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -98,6 +98,16 @@ impl ResBody {
         ResBody::Full(Some(bytes.into()))
     }
 
+    /// The engine's body this answer is still relaying, if any.
+    pub fn upstream_mut(&mut self) -> Option<&mut UpstreamBody> {
+        match self {
+            ResBody::Full(_) => None,
+            ResBody::Upstream(body) => Some(body),
+            ResBody::Sse(relay) => Some(relay.upstream_mut()),
+            ResBody::Predict(relay) => Some(relay.upstream_mut()),
+        }
+    }
+
     pub fn empty() -> Self {
         ResBody::Full(None)
     }

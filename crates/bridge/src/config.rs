@@ -45,6 +45,17 @@ pub struct ServerConfig {
     pub drain_delay_ms: Option<u64>,
     /// Worker threads, each with its own event loop and upstream pool. Default: one per core.
     pub workers: Option<usize>,
+    /// Log lines as `text` (default) or `json` (one object per line, for log pipelines).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `[auth]`: client keys. With none configured Bridge accepts every caller (and warns).
@@ -117,6 +128,10 @@ pub struct DeploymentConfig {
     /// Consecutive failures (connect errors, broken connections, timeouts, 5xx) after which a
     /// replica gets no new work for a while (1 s, doubling up to 60 s). Default 5.
     pub eject_after: Option<u32>,
+    /// For streams whose client did not ask for `stream_options.include_usage`, ask the engine
+    /// for usage anyway (and remove the usage chunk before relaying), so tokens are counted for
+    /// every stream. Turn off for engines that reject `stream_options`. Default true.
+    pub inject_usage: Option<bool>,
     /// Send an SSE comment (`: ping`) on a stream after this many milliseconds of engine
     /// silence, so proxies and clients with idle timeouts keep long time-to-first-token streams
     /// open. Off by default: some clients break on comments.

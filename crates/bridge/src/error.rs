@@ -13,6 +13,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::body::ResBody;
+use crate::metrics::UpstreamFailure;
 
 /// A failure to report to the client, already classified. Boxed so that `Result`s on the hot
 /// path stay one word wide; errors are the cold path.
@@ -38,6 +39,10 @@ pub struct ErrorFields {
     pub allow: Option<&'static str>,
     /// No byte of the request can have reached an engine, so another replica may be tried.
     pub retry_safe: bool,
+    /// For failures of an engine request: why, for metrics.
+    pub upstream_failure: Option<UpstreamFailure>,
+    /// Bridge's own time for the request, for the `x-bridge-overhead-us` header.
+    pub overhead_us: Option<u64>,
 }
 
 /// How to tell a client to pass routing information; included in every routing 400.
@@ -74,6 +79,8 @@ impl ApiError {
             should_retry: status.is_client_error().then_some(false),
             allow: None,
             retry_safe: false,
+            upstream_failure: None,
+            overhead_us: None,
         }))
     }
 
@@ -91,6 +98,12 @@ impl ApiError {
     /// Leaves retrying to the SDKs' usual rules (for client errors a retry can cure).
     pub fn retryable(mut self) -> Self {
         self.should_retry = None;
+        self
+    }
+
+    /// Marks a failed engine request, with why.
+    pub fn upstream(mut self, why: UpstreamFailure) -> Self {
+        self.upstream_failure = Some(why);
         self
     }
 
@@ -212,6 +225,9 @@ impl ApiError {
         );
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(us) = self.overhead_us {
+            headers.insert(crate::proxy::OVERHEAD_HEADER, HeaderValue::from(us));
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -14,7 +14,7 @@
 //! | adapt | [`predict`] | predict-only models: request translated, answers and streams made OpenAI-shaped |
 //! | send | [`upstream`] | pooled keep-alive client, header hygiene, engine key |
 //! | relay | [`relay`] over [`sse`] | body passed through; streams event by event, failures in-band |
-//! | record | [`metrics`] | cancellations and replica state for `GET /metrics` |
+//! | record | [`record`] into [`metrics`] | per-request record: metrics and the request log |
 //! | errors | [`error`] | the one place that writes the OpenAI error envelope |
 //!
 //! [`config`] holds the operator's TOML as written; [`registry`] is its validated runtime form.
@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod pool;
 pub mod predict;
 pub mod proxy;
+pub mod record;
 pub mod registry;
 pub mod relay;
 pub mod router;

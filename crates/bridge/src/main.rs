@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use bridge::config::Config;
+use bridge::config::{Config, LogFormat};
 use bridge::demo;
 use bridge::sim::{self, SimConfig};
 
@@ -62,14 +62,27 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // The log format comes from the config file, read here once just for it (serve reads and
+    // validates the file again, and reports its errors).
+    let format = match &cli.command {
+        Command::Serve {
+            config: Some(path), ..
+        } => Config::load(path)
+            .ok()
+            .and_then(|c| c.server.log_format)
+            .unwrap_or_default(),
+        _ => LogFormat::Text,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

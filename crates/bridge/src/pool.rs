@@ -26,7 +26,8 @@ use tokio::net::TcpStream;
 
 use crate::balance::InFlight;
 use crate::body::ReqBody;
-use crate::metrics::CancelWatch;
+use crate::metrics::UpstreamFailure;
+use crate::record::Record;
 
 /// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -118,7 +119,8 @@ impl Pool {
                         in_flight: None,
                         slot: None,
                         limits: None,
-                        cancel: None,
+                        record: None,
+                        usage_tail: None,
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -263,8 +265,75 @@ pub struct UpstreamBody {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Idle-gap and total time limits, when set.
     limits: Option<Box<Limits>>,
-    /// Counts a client cancellation if the body is dropped before it ended.
-    cancel: Option<CancelWatch>,
+    /// What the request did, recorded when the body is gone (a cancellation if it had not
+    /// ended).
+    record: Option<Box<Record>>,
+    /// The last bytes of a JSON answer, where engines put `usage`.
+    usage_tail: Option<Box<Tail>>,
+}
+
+/// The most recent frames of a body, at least [`TAIL_BYTES`] of them (shared, not copied).
+#[derive(Default)]
+struct Tail {
+    frames: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+/// How much of the end of a JSON answer is kept to find its `usage` (vLLM puts a few fields
+/// after it; the object itself is ~100 bytes).
+const TAIL_BYTES: usize = 2048;
+
+impl Tail {
+    fn push(&mut self, frame: &Bytes) {
+        self.frames.push_back(frame.clone());
+        self.len += frame.len();
+        while self
+            .frames
+            .front()
+            .is_some_and(|f| self.len - f.len() >= TAIL_BYTES)
+        {
+            if let Some(f) = self.frames.pop_front() {
+                self.len -= f.len();
+            }
+        }
+    }
+
+    fn usage(&self) -> Option<(u64, u64)> {
+        let joined: Vec<u8> = self.frames.iter().flat_map(|f| f.iter().copied()).collect();
+        usage_in_json_tail(&joined)
+    }
+}
+
+/// The last `"usage": {...}` object in the tail of a JSON document, as prompt and completion
+/// tokens. A `"usage"` inside a string is escaped (`\"usage\"`), so it is skipped.
+pub fn usage_in_json_tail(tail: &[u8]) -> Option<(u64, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Usage {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+    }
+    let mut end = tail.len();
+    while let Some(at) = memchr::memmem::rfind(&tail[..end], b"\"usage\"") {
+        end = at;
+        if at > 0 && tail[at - 1] == b'\\' {
+            continue;
+        }
+        let rest = tail[at + 7..].trim_ascii_start();
+        let Some(rest) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let rest = rest.trim_ascii_start();
+        if !rest.starts_with(b"{") {
+            continue;
+        }
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Usage>();
+        if let Some(Ok(usage)) = values.next() {
+            return Some((usage.prompt_tokens, usage.completion_tokens));
+        }
+    }
+    None
 }
 
 /// Time limits on a response body.
@@ -292,7 +361,7 @@ impl Body for UpstreamBody {
             Poll::Pending => {
                 if let Some(expired) = self.limits.as_mut().and_then(|l| l.expired(cx)) {
                     self.give_back = None;
-                    self.settle();
+                    self.failed(UpstreamFailure::Timeout);
                     return Poll::Ready(Some(Err(Box::new(TimedOut(expired)))));
                 }
                 return Poll::Pending;
@@ -302,12 +371,20 @@ impl Body for UpstreamBody {
             // Servers stop polling a body of known length once it is all written, so the end
             // is noticed on the last frame, not only on `None`.
             None => self.finish(),
-            Some(Ok(_)) if self.inner.is_end_stream() => self.finish(),
+            Some(Ok(frame)) if self.inner.is_end_stream() => {
+                if let (Some(tail), Some(data)) = (self.usage_tail.as_mut(), frame.data_ref()) {
+                    tail.push(data);
+                }
+                self.finish();
+            }
             Some(Err(_)) => {
                 self.give_back = None;
-                self.settle();
+                self.failed(UpstreamFailure::Reset);
             }
-            Some(Ok(_)) => {
+            Some(Ok(frame)) => {
+                if let (Some(tail), Some(data)) = (self.usage_tail.as_mut(), frame.data_ref()) {
+                    tail.push(data);
+                }
                 if let Some(limits) = self.limits.as_mut() {
                     let idle = limits.idle;
                     limits
@@ -364,20 +441,43 @@ impl UpstreamBody {
         self.slot = slot;
     }
 
-    /// Counts a client cancellation if this body is dropped before it ends.
-    pub fn watch(&mut self, cancel: CancelWatch) {
-        self.cancel = Some(cancel);
+    /// Hands the request's record to the body: it is recorded when the body is gone.
+    pub fn attach(&mut self, record: Record) {
+        self.record = Some(Box::new(record));
+    }
+
+    /// The request's record, once attached.
+    pub fn record(&mut self) -> Option<&mut Record> {
+        self.record.as_deref_mut()
+    }
+
+    /// Keeps the end of this (JSON) body to count the `usage` the engine reports in it.
+    pub fn track_usage(&mut self) {
+        self.usage_tail = Some(Box::default());
     }
 
     /// The request is over whatever happens to the rest of the body (it ended, failed, or is
     /// being read only in part on purpose): dropping it is no cancellation.
     pub fn settle(&mut self) {
-        if let Some(cancel) = self.cancel.as_mut() {
-            cancel.settle();
+        if let Some(record) = self.record.as_mut() {
+            record.settle();
+        }
+    }
+
+    /// The engine broke off or went silent.
+    fn failed(&mut self, why: UpstreamFailure) {
+        if let Some(record) = self.record.as_mut() {
+            record.upstream_error(why);
+            record.settle();
         }
     }
 
     fn finish(&mut self) {
+        if let (Some(tail), Some(record)) = (self.usage_tail.take(), self.record.as_mut()) {
+            if let Some((prompt, completion)) = tail.usage() {
+                record.usage(prompt, completion);
+            }
+        }
         self.settle();
         if let Some(giver) = self.give_back.take() {
             giver.give_back();

@@ -1,8 +1,10 @@
 //! The request pipeline for the forwarded routes, one function per stage:
 //! authenticate → read body → route → resolve deployment → pick replica → send → relay.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
@@ -14,20 +16,26 @@ use crate::balance::{pick, InFlight, Overloaded};
 use crate::body::{ReqBody, ResBody};
 use crate::error::ApiError;
 use crate::health;
-use crate::metrics::CancelWatch;
+use crate::metrics::UpstreamFailure;
 use crate::pool::UpstreamBody;
 use crate::predict;
+use crate::record::Record;
 use crate::registry::{Deployment, Endpoint, Registry};
 use crate::relay::relay;
 use crate::routing::{route, route_by_path, Routing};
 use crate::upstream::{build_request, upstream_headers};
 use crate::AppState;
 
+/// Response header with Bridge's own time for the request, in microseconds: from arrival to the
+/// response head, less the time spent waiting for engines.
+pub const OVERHEAD_HEADER: &str = "x-bridge-overhead-us";
+
 /// Time allowed to ask a replica for its model name.
 const MODEL_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Forwards one request to `endpoint` on the deployment it names in its body, or, for the
 /// previous bridge's URL form `/{model_id}/v1/...`, on `path_model`'s production deployment.
+/// Whatever happens, the request is recorded once its answer is over (see [`Record`]).
 pub async fn forward(
     state: &AppState,
     request: Request<Incoming>,
@@ -36,7 +44,58 @@ pub async fn forward(
     request_id: &HeaderValue,
 ) -> Result<Response<ResBody>, ApiError> {
     let registry = state.registry();
+    let mut record = Record::new(
+        registry.clone(),
+        request_id.clone(),
+        endpoint.metrics_index(),
+    );
+    match answer(
+        state,
+        &registry,
+        request,
+        endpoint,
+        path_model,
+        request_id,
+        &mut record,
+    )
+    .await
+    {
+        Ok(mut response) => {
+            record.set_status(response.status().as_u16());
+            let overhead = record.overhead().as_micros() as u64;
+            response
+                .headers_mut()
+                .insert(OVERHEAD_HEADER, HeaderValue::from(overhead));
+            match response.body_mut().upstream_mut() {
+                // The answer is still to be relayed: recorded when it is over.
+                Some(body) => body.attach(record),
+                // Made whole in memory (a predict answer): over now.
+                None => record.settle(),
+            }
+            Ok(response)
+        }
+        Err(mut error) => {
+            record.set_status(error.status.as_u16());
+            record.settle();
+            error.overhead_us = Some(record.overhead().as_micros() as u64);
+            Err(error)
+        }
+    }
+}
+
+/// The stages from authentication to the response head. A client that leaves while this runs
+/// drops it, and with it the engine request.
+async fn answer(
+    state: &AppState,
+    registry: &Registry,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+    path_model: Option<&str>,
+    request_id: &HeaderValue,
+    record: &mut Record,
+) -> Result<Response<ResBody>, ApiError> {
     let caller = registry.keys.authenticate(request.headers())?;
+    record.set_key(caller.label());
     let (parts, body) = request.into_parts();
     check_content_type(&parts.headers)?;
     let read = read_body(body, &parts.headers, registry.max_request_bytes);
@@ -58,51 +117,48 @@ pub async fn forward(
         Some(model_id) => route_by_path(&body, model_id)?,
         None => route(&body)?,
     };
-    let deployment = resolve(&registry, caller, &routed.routing)?;
-    // From here on, a client that leaves before the answer is complete counts as a cancellation.
-    let mut cancel = CancelWatch::new(deployment.clone());
-    let sent = async {
-        // Adapt the request: OpenAI engines get the body as sent (minus the routing field);
-        // predict models get it translated.
-        let (upstream_body, endpoint, adapted) = match &deployment.predict {
-            None => {
-                let new_model = match routed.routing.from_model_name {
-                    true => Some(served_model(state, deployment).await?),
-                    false => None,
-                };
-                (
-                    routed.upstream_body(&body, new_model.as_deref()),
-                    endpoint,
-                    None,
-                )
-            }
-            Some(settings) => {
-                let kind = match endpoint {
-                    Endpoint::ChatCompletions => predict::Kind::Chat,
-                    Endpoint::Completions => predict::Kind::Completion,
-                    _ => return Err(predict_unsupported(endpoint, deployment)),
-                };
-                let (translated, context) =
-                    predict::adapt_request(&body, kind, settings, &deployment.model_id)?;
-                (ReqBody::new([translated]), Endpoint::Predict, Some(context))
-            }
-        };
-        drop(body);
-        let headers = upstream_headers(
-            &parts.headers,
-            request_id,
-            deployment.upstream_auth.as_ref(),
-            upstream_body.len(),
-        );
-        let response = send(state, deployment, endpoint, headers, upstream_body).await?;
-        Ok((response, adapted))
+    let deployment = resolve(registry, caller, &routed.routing)?;
+    record.set_deployment(deployment.clone());
+    // Adapt the request: OpenAI engines get the body as sent (minus the routing field, plus a
+    // request for usage when Bridge counts it); predict models get it translated.
+    let (upstream_body, target, adapted, strip_usage) = match &deployment.predict {
+        None => {
+            let new_model = match routed.routing.from_model_name {
+                true => Some(served_model(state, deployment).await?),
+                false => None,
+            };
+            let inject = deployment.inject_usage && routed.wants_usage_injected();
+            let forwarded = routed.upstream_body(&body, new_model.as_deref(), inject);
+            (forwarded, endpoint, None, inject)
+        }
+        Some(settings) => {
+            let kind = match endpoint {
+                Endpoint::ChatCompletions => predict::Kind::Chat,
+                Endpoint::Completions => predict::Kind::Completion,
+                _ => return Err(predict_unsupported(endpoint, deployment)),
+            };
+            let (translated, context) =
+                predict::adapt_request(&body, kind, settings, &deployment.model_id)?;
+            (
+                ReqBody::new([translated]),
+                Endpoint::Predict,
+                Some(context),
+                false,
+            )
+        }
     };
-    let (mut response, adapted) = sent.await.inspect_err(|_| cancel.settle())?;
-    response.body_mut().watch(cancel);
+    drop(body);
+    let headers = upstream_headers(
+        &parts.headers,
+        request_id,
+        deployment.upstream_auth.as_ref(),
+        upstream_body.len(),
+    );
+    let response = send(state, deployment, target, headers, upstream_body, record).await?;
     tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarded");
     match adapted {
-        None => relay(response, deployment.heartbeat).await,
-        Some(context) => predict::relay(response, context, deployment.heartbeat).await,
+        None => relay(response, deployment.heartbeat, strip_usage).await,
+        Some(context) => predict::relay(response, context, deployment.heartbeat, record).await,
     }
 }
 
@@ -125,6 +181,7 @@ async fn send(
     endpoint: Endpoint,
     headers: HeaderMap,
     body: ReqBody,
+    record: &mut Record,
 ) -> Result<Response<UpstreamBody>, ApiError> {
     let slot = match &deployment.limiter {
         Some(limiter) => Some(
@@ -166,20 +223,24 @@ async fn send(
         if retry_possible || wake_until.is_some() {
             next = Some((headers.clone(), body.clone()));
         }
+        record.set_replica(index);
         let in_flight = InFlight::new(deployment.clone(), index);
         let request = build_request(Method::POST, replica.uri(endpoint), headers, body);
         let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
             let left = d.saturating_duration_since(tokio::time::Instant::now());
             deployment.first_byte_timeout.min(left)
         });
-        match state
+        let sent_at = Instant::now();
+        let result = state
             .upstream
             .send(request, deployment.connect_timeout, wait)
-            .await
-        {
+            .await;
+        record.waited(sent_at.elapsed());
+        match result {
             Ok(mut response) => {
                 response.body_mut().limit(deployment.idle_timeout, deadline);
                 if response.status().is_server_error() {
+                    record.upstream_error(UpstreamFailure::ServerError);
                     note_failure(deployment, index);
                 } else {
                     replica.state.record_success();
@@ -188,8 +249,12 @@ async fn send(
                 return Ok(response);
             }
             Err(error) => {
+                if let Some(why) = error.upstream_failure {
+                    record.upstream_error(why);
+                }
                 note_failure(deployment, index);
                 if error.retry_safe && retry_possible && deployment.retry_budget.try_retry() {
+                    deployment.stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(replica = %replica.base, error = %error.message, "retrying on another replica");
                     tried.push(index);
                 } else if let (true, Some(until)) = (error.retry_safe, wake_until) {

@@ -17,7 +17,7 @@ use crate::config::{
     Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig, DEFAULT_LISTEN,
     DEFAULT_MAX_REQUEST_BYTES,
 };
-use crate::metrics::DeploymentCounters;
+use crate::metrics::Stats;
 
 /// Default time allowed for response headers: the OpenAI SDK's own 600 s timeout.
 pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 600_000;
@@ -43,6 +43,10 @@ pub struct Registry {
     pub created: u64,
     /// Sorted by id, so listings are stable.
     pub models: BTreeMap<String, Arc<Model>>,
+    /// `key` label values for metrics: `-`, then the key names.
+    pub key_labels: Vec<String>,
+    /// Requests that never reached a deployment (refused before routing, or unroutable).
+    pub unrouted: Stats,
 }
 
 #[derive(Debug)]
@@ -71,6 +75,8 @@ pub struct Deployment {
     pub total_timeout: Option<Duration>,
     /// SSE keep-alive comment interval, when on.
     pub heartbeat: Option<Duration>,
+    /// Ask the engine for usage on streams whose client did not.
+    pub inject_usage: bool,
     /// Retries on other replicas for requests that never reached an engine.
     pub max_retries: u32,
     /// Consecutive failures that eject a replica.
@@ -88,7 +94,7 @@ pub struct Deployment {
     /// The model name a replica reported via `GET /models`, fetched on first need.
     pub reported_model: OnceCell<Arc<str>>,
     /// What `/metrics` reports for this deployment.
-    pub counters: DeploymentCounters,
+    pub stats: Stats,
     /// The predict adapter's settings (`api = "predict"` only).
     pub predict: Option<PredictSettings>,
 }
@@ -135,6 +141,15 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Index of the `route` label in metrics (forwarded routes only).
+    pub fn metrics_index(self) -> usize {
+        match self {
+            Endpoint::ChatCompletions => 0,
+            Endpoint::Completions => 1,
+            _ => 2,
+        }
+    }
+
     pub const ALL: [Endpoint; 5] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
@@ -290,9 +305,11 @@ impl Config {
         if max_request_bytes == 0 {
             return Err("server.max_request_bytes must be positive".into());
         }
+        let key_labels = self.auth.keys.len() + 1;
         let mut models = BTreeMap::new();
         for (i, model) in self.models.iter().enumerate() {
-            let built = validate_model(model).map_err(|e| format!("models[{i}]: {e}"))?;
+            let built =
+                validate_model(model, key_labels).map_err(|e| format!("models[{i}]: {e}"))?;
             if models.insert(model.id.clone(), Arc::new(built)).is_some() {
                 return Err(format!(
                     "models[{i}]: model id '{}' is defined twice",
@@ -323,29 +340,32 @@ impl Config {
             Duration::from_millis(self.server.body_read_timeout_ms.unwrap_or(60_000).max(1));
         let drain_timeout = Duration::from_millis(self.server.drain_timeout_ms.unwrap_or(30_000));
         let drain_delay = Duration::from_millis(self.server.drain_delay_ms.unwrap_or(0));
+        let keys = Keys::new(keys);
         Ok(Registry {
+            key_labels: keys.labels(),
+            unrouted: Stats::new(key_labels),
             listen,
             max_request_bytes,
             drain_timeout,
             drain_delay,
             body_read_timeout,
             workers,
-            keys: Keys::new(keys),
+            keys,
             created,
             models,
         })
     }
 }
 
-fn validate_model(model: &ModelConfig) -> Result<Model, String> {
+fn validate_model(model: &ModelConfig, key_labels: usize) -> Result<Model, String> {
     check_id("model id", &model.id)?;
     if model.deployments.is_empty() {
         return Err(format!("model '{}' has no deployments", model.id));
     }
     let mut deployments = BTreeMap::new();
     for (i, d) in model.deployments.iter().enumerate() {
-        let built =
-            validate_deployment(&model.id, d).map_err(|e| format!("deployments[{i}]: {e}"))?;
+        let built = validate_deployment(&model.id, d, key_labels)
+            .map_err(|e| format!("deployments[{i}]: {e}"))?;
         if deployments.insert(d.id.clone(), Arc::new(built)).is_some() {
             return Err(format!(
                 "deployments[{i}]: deployment id '{}' is defined twice",
@@ -375,7 +395,11 @@ fn validate_model(model: &ModelConfig) -> Result<Model, String> {
     })
 }
 
-fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deployment, String> {
+fn validate_deployment(
+    model_id: &str,
+    d: &DeploymentConfig,
+    key_labels: usize,
+) -> Result<Deployment, String> {
     check_id("deployment id", &d.id)?;
     if d.replicas.is_empty() {
         return Err(format!("deployment '{}' has no replicas", d.id));
@@ -459,6 +483,7 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
             .heartbeat_ms
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis),
+        inject_usage: d.inject_usage.unwrap_or(true),
         max_retries: d.max_retries.unwrap_or(2),
         eject_after: d.eject_after.unwrap_or(5).max(1),
         retry_budget: RetryBudget::default(),
@@ -470,7 +495,7 @@ fn validate_deployment(model_id: &str, d: &DeploymentConfig) -> Result<Deploymen
             Limiter::new(n, d.max_queued.unwrap_or(0), wait)
         }),
         reported_model: OnceCell::new(),
-        counters: DeploymentCounters::default(),
+        stats: Stats::new(key_labels),
         predict,
     })
 }

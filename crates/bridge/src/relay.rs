@@ -40,9 +40,11 @@ const STRIP_RESPONSE: [HeaderName; 7] = [
 
 /// Builds the client's response from the engine's.
 /// `heartbeat`: send `: ping` comments on streams after this much engine silence.
+/// `strip_usage`: Bridge asked the engine for a usage chunk the client did not ask for.
 pub async fn relay(
     upstream: Response<UpstreamBody>,
     heartbeat: Option<Duration>,
+    strip_usage: bool,
 ) -> Result<Response<ResBody>, ApiError> {
     let (mut parts, mut body) = upstream.into_parts();
     if parts.status.is_client_error() || parts.status.is_server_error() {
@@ -64,11 +66,13 @@ pub async fn relay(
         mark_sse(&mut parts.headers);
         ResBody::Sse(Box::new(StreamRelay::new(
             body,
-            SseScanner::default(),
+            SseScanner::new(strip_usage),
             None,
             heartbeat,
         )))
     } else {
+        let mut body = body;
+        body.track_usage();
         ResBody::Upstream(body)
     };
     Ok(Response::from_parts(parts, body))
@@ -145,6 +149,13 @@ pub trait StreamAdapter {
     fn fail(&mut self, error: ApiError, out: &mut VecDeque<Bytes>) {
         out.push_back(error.sse_event());
     }
+
+    /// Events from the engine since the last call (for time to first token and the gaps
+    /// between tokens).
+    fn take_events(&mut self) -> u64;
+
+    /// The engine's usage report, once it came.
+    fn take_usage(&mut self) -> Option<(u64, u64)>;
 }
 
 /// A stream relayed through an adapter: never ends silently, whatever the engine does.
@@ -201,6 +212,23 @@ impl<A: StreamAdapter> StreamRelay<A> {
         self.finished = true;
         self.adapter.fail(error, &mut self.queue);
     }
+
+    /// Tells the request's record what the adapter saw.
+    fn note(&mut self) {
+        let events = self.adapter.take_events();
+        let usage = self.adapter.take_usage();
+        if let Some(record) = self.upstream.record() {
+            record.events(events);
+            if let Some((prompt, completion)) = usage {
+                record.usage(prompt, completion);
+            }
+        }
+    }
+
+    /// The engine's body, for the record it carries.
+    pub fn upstream_mut(&mut self) -> &mut UpstreamBody {
+        &mut self.upstream
+    }
 }
 
 impl<A: StreamAdapter + Unpin> Body for StreamRelay<A> {
@@ -233,7 +261,9 @@ impl<A: StreamAdapter + Unpin> Body for StreamRelay<A> {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    if let Err(error) = this.adapter.feed(data, &mut this.queue) {
+                    let fed = this.adapter.feed(data, &mut this.queue);
+                    this.note();
+                    if let Err(error) = fed {
                         this.fail(error);
                     }
                 }
@@ -249,6 +279,7 @@ impl<A: StreamAdapter + Unpin> Body for StreamRelay<A> {
                 None => {
                     this.finished = true;
                     this.adapter.finish(&mut this.queue);
+                    this.note();
                 }
             }
         }

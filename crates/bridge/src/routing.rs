@@ -14,6 +14,9 @@ use crate::error::{ApiError, ROUTING_HINT};
 use crate::json::{scan_members, JsonError, Member};
 use crate::registry::MAX_ID_LEN;
 
+/// The member added to streams when Bridge asks the engine for usage.
+const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
+
 /// Prefix of the model-name routing form.
 pub const MODEL_FORM_PREFIX: &str = "baseten/";
 
@@ -35,6 +38,10 @@ pub struct RoutedBody {
     baseten: Option<Member>,
     /// The last `model` member (the one Python's `json`, and so the engine, would use).
     model: Option<Member>,
+    /// `"stream": true` was sent.
+    stream: bool,
+    /// A `stream_options` member was sent (its content is the client's business).
+    stream_options: bool,
 }
 
 impl From<JsonError> for ApiError {
@@ -47,6 +54,7 @@ impl From<JsonError> for ApiError {
 pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
     let mut baseten = None;
     let mut model = None;
+    let (mut stream, mut stream_options) = (false, false);
     let scanned = scan_members(body, |m| {
         if m.key_is(body, "baseten") {
             if baseten.is_some() {
@@ -55,6 +63,10 @@ pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
             baseten = Some(m);
         } else if m.key_is(body, "model") {
             model = Some(m);
+        } else if m.key_is(body, "stream") {
+            stream = &body[m.value.clone()] == b"true";
+        } else if m.key_is(body, "stream_options") {
+            stream_options = true;
         }
         Ok(())
     });
@@ -85,6 +97,8 @@ pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
         routing,
         baseten,
         model,
+        stream,
+        stream_options,
     })
 }
 
@@ -94,11 +108,16 @@ pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
 pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError> {
     let mut baseten = None;
     let mut model = None;
+    let (mut stream, mut stream_options) = (false, false);
     scan_members(body, |m| {
         if m.key_is(body, "baseten") {
             baseten = Some(m);
         } else if m.key_is(body, "model") {
             model = Some(m);
+        } else if m.key_is(body, "stream") {
+            stream = &body[m.value.clone()] == b"true";
+        } else if m.key_is(body, "stream_options") {
+            stream_options = true;
         }
         Ok(())
     })?;
@@ -111,6 +130,8 @@ pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError
         },
         baseten,
         model,
+        stream,
+        stream_options,
     })
 }
 
@@ -240,10 +261,28 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 impl RoutedBody {
-    /// The body to send upstream: `body` without `baseten`, and with `model` set to
-    /// `new_model` when given. Slices share `body`'s buffer; only the new model name is fresh.
-    pub fn upstream_body(&self, body: &Bytes, new_model: Option<&str>) -> ReqBody {
-        let mut edits: Vec<(std::ops::Range<usize>, Option<Bytes>)> = Vec::with_capacity(2);
+    /// Whether the engine should be asked for a usage chunk the client did not ask for: a
+    /// stream, and no `stream_options` of the client's own.
+    pub fn wants_usage_injected(&self) -> bool {
+        self.stream && !self.stream_options
+    }
+
+    /// The body to send upstream: `body` without `baseten`, with `model` set to `new_model`
+    /// when given, and with `stream_options.include_usage` added when `inject_usage`. Slices
+    /// share `body`'s buffer; only the new model name and the added member are fresh.
+    pub fn upstream_body(
+        &self,
+        body: &Bytes,
+        new_model: Option<&str>,
+        inject_usage: bool,
+    ) -> ReqBody {
+        let mut edits: Vec<(std::ops::Range<usize>, Option<Bytes>)> = Vec::with_capacity(3);
+        if inject_usage {
+            // Right after the opening brace; the body keeps at least `stream` after it.
+            if let Some(open) = body.iter().position(|&b| b == b'{') {
+                edits.push((open + 1..open + 1, Some(Bytes::from_static(INCLUDE_USAGE))));
+            }
+        }
         if let Some(m) = &self.baseten {
             edits.push((m.removal_range(), None));
         }

@@ -5,7 +5,7 @@ use serde_json::{json, Map};
 fn forwarded(body: &str, new_model: Option<&str>) -> (Routing, Value) {
     let bytes = Bytes::copy_from_slice(body.as_bytes());
     let routed = route(&bytes).unwrap_or_else(|e| panic!("{body}: {e:?}"));
-    let out = routed.upstream_body(&bytes, new_model).to_bytes();
+    let out = routed.upstream_body(&bytes, new_model, false).to_bytes();
     let value = serde_json::from_slice(&out)
         .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&out)));
     (routed.routing, value)
@@ -30,7 +30,7 @@ fn baseten_is_removed_and_everything_else_kept_byte_for_byte() {
             from_model_name: false
         }
     );
-    let out = routed.upstream_body(&bytes, None).to_bytes();
+    let out = routed.upstream_body(&bytes, None, false).to_bytes();
     assert_eq!(
         &out[..],
         br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_k":5,"x":1.50}"#

@@ -28,6 +28,12 @@ pub struct SseScanner {
     pub done: bool,
     /// An engine error event was relayed (rewritten).
     pub errored: bool,
+    /// Drop the engine's usage chunk (Bridge asked for it; the client did not).
+    strip_usage: bool,
+    /// Content events seen since [`StreamAdapter::take_events`] last asked.
+    events: u64,
+    /// The last usage the engine reported, not yet taken.
+    usage: Option<(u64, u64)>,
 }
 
 /// An event (or line) longer than [`MAX_EVENT_BYTES`].
@@ -42,6 +48,48 @@ enum Kind {
 }
 
 impl SseScanner {
+    /// A scanner that removes the engine's usage chunk when `strip_usage` (Bridge asked the
+    /// engine for usage the client did not ask for).
+    pub fn new(strip_usage: bool) -> Self {
+        SseScanner {
+            strip_usage,
+            ..Self::default()
+        }
+    }
+
+    /// Notes a normal event and says what reaches the client: when Bridge asked for usage the
+    /// client did not, the usage chunk is dropped and `"usage": null` (which engines following
+    /// OpenAI add to every chunk then) is cut out.
+    fn normal(&mut self, event: &[u8]) -> Relay {
+        match usage_report(event) {
+            Usage::None => {
+                self.events += 1;
+                Relay::Keep
+            }
+            Usage::Null(range) => {
+                self.events += 1;
+                if !self.strip_usage {
+                    return Relay::Keep;
+                }
+                let mut out = Vec::with_capacity(event.len());
+                out.extend_from_slice(&event[..range.start]);
+                out.extend_from_slice(&event[range.end..]);
+                Relay::Replace(Bytes::from(out))
+            }
+            Usage::Report(usage, has_choices) => {
+                self.usage = Some(usage);
+                if has_choices {
+                    self.events += 1;
+                }
+                if has_choices || !self.strip_usage {
+                    Relay::Keep
+                } else {
+                    Relay::Drop
+                }
+            }
+        }
+    }
+
     /// Feeds one chunk from the engine and appends what should be sent to the client to `out`.
     pub fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), EventTooLarge> {
         let buf = if self.partial.is_empty() {
@@ -58,7 +106,18 @@ impl SseScanner {
         let (mut run_start, mut pos) = (0, 0);
         while let Some(end) = event_end(&buf, pos) {
             match classify(&buf[pos..end]) {
-                Kind::Normal => {}
+                Kind::Normal => match self.normal(&buf[pos..end]) {
+                    Relay::Keep => {}
+                    verdict => {
+                        if run_start < pos {
+                            out.push_back(buf.slice(run_start..pos));
+                        }
+                        if let Relay::Replace(event) = verdict {
+                            out.push_back(event);
+                        }
+                        run_start = end;
+                    }
+                },
                 Kind::Done => self.done = true,
                 Kind::Error => {
                     if run_start < pos {
@@ -111,11 +170,94 @@ impl SseScanner {
             Kind::Normal => {
                 let data = joined_data(&event);
                 if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() {
-                    out.push_back(event.freeze());
+                    match self.normal(&event) {
+                        Relay::Keep => out.push_back(event.freeze()),
+                        Relay::Replace(event) => out.push_back(event),
+                        Relay::Drop => {}
+                    }
                 }
             }
         }
     }
+}
+
+/// What happens to a normal event on its way to the client.
+enum Relay {
+    Keep,
+    Drop,
+    Replace(Bytes),
+}
+
+/// What an event says about usage.
+enum Usage {
+    None,
+    /// `"usage": null`, with the bytes that remove it (and one adjoining comma).
+    Null(std::ops::Range<usize>),
+    /// A usage object (prompt and completion tokens), and whether the event also has choices
+    /// (a usage chunk proper has none).
+    Report((u64, u64), bool),
+}
+
+/// Finds `"usage"` in an event. Events without one cost one substring search.
+fn usage_report(event: &[u8]) -> Usage {
+    let Some(at) = memchr::memmem::find(event, b"\"usage\"") else {
+        return Usage::None;
+    };
+    let after_key = at + 7;
+    let value_at = match event[after_key..]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|i| after_key + i)
+    {
+        Some(colon) if event[colon] == b':' => {
+            let from = colon + 1;
+            from + event[from..]
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(0)
+        }
+        _ => return Usage::None,
+    };
+    if event[value_at..].starts_with(b"null") {
+        let end = value_at + 4;
+        let before = event[..at].iter().rposition(|b| !b.is_ascii_whitespace());
+        return match before {
+            // `, "usage": null` after another member.
+            Some(comma) if event[comma] == b',' => Usage::Null(comma..end),
+            // `{"usage": null, ...`: take the comma after it instead.
+            _ => match event[end..].iter().position(|b| !b.is_ascii_whitespace()) {
+                Some(i) if event[end + i] == b',' => Usage::Null(at..end + i + 1),
+                _ => Usage::None,
+            },
+        };
+    }
+    match usage_object(event) {
+        Some((usage, has_choices)) => Usage::Report(usage, has_choices),
+        None => Usage::None,
+    }
+}
+
+/// The usage object of an event, parsed, and whether the event has choices.
+fn usage_object(event: &[u8]) -> Option<((u64, u64), bool)> {
+    #[derive(serde::Deserialize)]
+    struct Usage {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Vec<serde::de::IgnoredAny>,
+        usage: Option<Usage>,
+    }
+    let chunk: Chunk = serde_json::from_slice(&joined_data(event)).ok()?;
+    let usage = chunk.usage?;
+    Some((
+        (usage.prompt_tokens, usage.completion_tokens),
+        !chunk.choices.is_empty(),
+    ))
 }
 
 /// All `data:` lines of an event joined with `\n`, as SSE clients (and the SDKs) read them.
@@ -212,6 +354,14 @@ fn rewrite_error(event: &[u8]) -> Bytes {
 /// The OpenAI relay: events pass through as they are (engine errors rewritten), and a stream
 /// that did not end with `[DONE]` gets an in-band error.
 impl StreamAdapter for SseScanner {
+    fn take_events(&mut self) -> u64 {
+        std::mem::take(&mut self.events)
+    }
+
+    fn take_usage(&mut self) -> Option<(u64, u64)> {
+        self.usage.take()
+    }
+
     fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
         SseScanner::feed(self, chunk, out).map_err(|EventTooLarge| {
             ApiError::bad_gateway(format!(

@@ -112,3 +112,63 @@ fn multi_line_error_events_are_read_whole() {
     assert!(text.contains("\"message\":\"split\""), "{text}");
     assert!(text.contains("\"code\":\"400\""), "{text}");
 }
+
+#[test]
+fn usage_bridge_asked_for_is_counted_and_kept_from_the_client() {
+    let stream: &[&[u8]] = &[
+        b"data: {\"id\":\"a\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\n",
+        b"data: {\"usage\": null, \"choices\": [{\"delta\": {}}]}\n\n",
+        b"data: {\"id\":\"a\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\n\n",
+        b"data: [DONE]\n\n",
+    ];
+    let mut scanner = SseScanner::new(true);
+    let mut out = VecDeque::new();
+    for chunk in stream {
+        scanner
+            .feed(Bytes::copy_from_slice(chunk), &mut out)
+            .unwrap();
+    }
+    let text: String = out
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert_eq!(
+        text,
+        "data: {\"id\":\"a\",\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n\
+         data: { \"choices\": [{\"delta\": {}}]}\n\ndata: [DONE]\n\n"
+    );
+    assert_eq!(StreamAdapter::take_usage(&mut scanner), Some((3, 5)));
+    assert_eq!(
+        StreamAdapter::take_events(&mut scanner),
+        2,
+        "the usage chunk is no token"
+    );
+
+    // The client asked for usage itself: everything passes, usage still counted.
+    let mut scanner = SseScanner::new(false);
+    let mut out = VecDeque::new();
+    let all: Vec<u8> = stream.concat();
+    scanner.feed(Bytes::from(all.clone()), &mut out).unwrap();
+    let text: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+    assert_eq!(text, all);
+    assert_eq!(StreamAdapter::take_usage(&mut scanner), Some((3, 5)));
+}
+
+#[test]
+fn usage_at_the_end_of_a_json_answer_is_found_even_with_decoys() {
+    use crate::pool::usage_in_json_tail;
+    let answer = br#"{"choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99}"}}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8},"prompt_logprobs":null}"#;
+    assert_eq!(usage_in_json_tail(answer), Some((3, 5)));
+    let spaced = br#"{"usage": {"prompt_tokens": 7, "total_tokens": 7}}"#;
+    assert_eq!(
+        usage_in_json_tail(spaced),
+        Some((7, 0)),
+        "embeddings have no completion"
+    );
+    assert_eq!(usage_in_json_tail(br#"{"content":"\"usage\": {}"}"#), None);
+    assert_eq!(
+        usage_in_json_tail(b"ge\":{\"prompt_tokens\":1}}"),
+        None,
+        "cut before the key"
+    );
+}

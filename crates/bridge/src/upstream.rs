@@ -12,6 +12,7 @@ use http::{Method, Request, Response, Uri};
 
 use crate::body::ReqBody;
 use crate::error::ApiError;
+use crate::metrics::UpstreamFailure;
 use crate::pool::{Pool, SendError, UpstreamBody};
 
 /// Request headers that must not be forwarded: connection-scoped (hop-by-hop), recomputed by
@@ -64,18 +65,22 @@ impl Upstream {
             Ok(Err(SendError::Connect(e))) => Err(ApiError::bad_gateway(format!(
                 "could not connect to the engine at {at}: {e}"
             ))
-            .retry_safe()),
+            .retry_safe()
+            .upstream(UpstreamFailure::Connect)),
             Ok(Err(SendError::NotSent(e))) => Err(ApiError::bad_gateway(format!(
                 "the engine at {at} closed the connection before the request was sent: {e}"
             ))
-            .retry_safe()),
+            .retry_safe()
+            .upstream(UpstreamFailure::Reset)),
             Ok(Err(SendError::Closed(e))) => Err(ApiError::bad_gateway(format!(
                 "the engine at {at} closed the connection before answering: {e}"
-            ))),
+            ))
+            .upstream(UpstreamFailure::Reset)),
             Err(_) => Err(ApiError::gateway_timeout(format!(
                 "the engine at {at} did not answer within {} ms",
                 first_byte.as_millis()
-            ))),
+            ))
+            .upstream(UpstreamFailure::Timeout)),
         }
     }
 }

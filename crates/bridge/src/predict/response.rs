@@ -18,7 +18,9 @@ use super::stream::{ChunkWriter, PredictEvents};
 use super::{Context, Kind};
 use crate::body::ResBody;
 use crate::error::ApiError;
+use crate::metrics::UpstreamFailure;
 use crate::pool::{TimedOut, UpstreamBody};
+use crate::record::Record;
 use crate::relay::{engine_error, mark_sse, StreamRelay};
 
 /// Largest non-streaming answer read from a model (far beyond any sane completion).
@@ -30,12 +32,21 @@ pub fn zero_usage() -> Value {
     json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
 }
 
+/// Prompt and completion tokens of a usage object.
+pub fn tokens(usage: &Value) -> Option<(u64, u64)> {
+    let count = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
+    usage
+        .is_object()
+        .then(|| (count("prompt_tokens"), count("completion_tokens")))
+}
+
 /// Builds the client's response from the model's.
 /// `heartbeat`: `: ping` comments on streams after this much silence from the model.
 pub async fn relay(
     upstream: Response<UpstreamBody>,
     context: Context,
     heartbeat: Option<Duration>,
+    record: &mut Record,
 ) -> Result<Response<ResBody>, ApiError> {
     let (parts, mut body) = upstream.into_parts();
     if parts.status.is_client_error() || parts.status.is_server_error() {
@@ -57,8 +68,15 @@ pub async fn relay(
         let stream = StreamRelay::new(body, adapter, first, heartbeat);
         return Ok(sse_response(ResBody::Predict(Box::new(stream))));
     }
-    let bytes = read_answer(body).await?;
+    let bytes = read_answer(&mut body).await.inspect_err(|e| {
+        if let Some(why) = e.upstream_failure {
+            record.upstream_error(why);
+        }
+    })?;
     let (text, usage) = answer_text(&bytes, &content_type, &context.output_key)?;
+    if let Some((prompt, completion)) = usage.as_ref().and_then(tokens) {
+        record.usage(prompt, completion);
+    }
     let usage = usage.unwrap_or_else(zero_usage);
     if context.stream {
         let writer = ChunkWriter::new(&context);
@@ -91,7 +109,7 @@ fn sse_response(body: ResBody) -> Response<ResBody> {
 }
 
 /// The whole answer, bounded in size; the body's idle and total limits apply while reading.
-async fn read_answer(mut body: UpstreamBody) -> Result<Bytes, ApiError> {
+async fn read_answer(body: &mut UpstreamBody) -> Result<Bytes, ApiError> {
     let mut out = BytesMut::new();
     while let Some(frame) = body.frame().await {
         match frame {
@@ -108,14 +126,16 @@ async fn read_answer(mut body: UpstreamBody) -> Result<Bytes, ApiError> {
                 out.extend_from_slice(&data);
             }
             Err(e) if e.is::<TimedOut>() => {
-                return Err(ApiError::gateway_timeout(format!(
-                    "the answer stopped: {e}"
-                )))
+                return Err(
+                    ApiError::gateway_timeout(format!("the answer stopped: {e}"))
+                        .upstream(UpstreamFailure::Timeout),
+                )
             }
             Err(e) => {
                 return Err(
                     ApiError::bad_gateway(format!("the model's answer broke off: {e}"))
-                        .with_code("upstream_stream_broken"),
+                        .with_code("upstream_stream_broken")
+                        .upstream(UpstreamFailure::Reset),
                 )
             }
         }

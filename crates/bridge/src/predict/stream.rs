@@ -177,6 +177,8 @@ pub struct PredictEvents {
     context: Context,
     /// The model's own usage, if its SSE events carried one.
     usage: Option<Value>,
+    /// Content events written since the record last asked.
+    events: u64,
 }
 
 impl PredictEvents {
@@ -194,12 +196,14 @@ impl PredictEvents {
             writer,
             context,
             usage: None,
+            events: 0,
         };
         (adapter, first)
     }
 
-    fn push_text(&self, text: &str, out: &mut VecDeque<Bytes>) {
+    fn push_text(&mut self, text: &str, out: &mut VecDeque<Bytes>) {
         if !text.is_empty() {
+            self.events += 1;
             out.push_back(self.writer.content(text));
         }
     }
@@ -242,6 +246,14 @@ impl PredictEvents {
 }
 
 impl StreamAdapter for PredictEvents {
+    fn take_events(&mut self) -> u64 {
+        std::mem::take(&mut self.events)
+    }
+
+    fn take_usage(&mut self) -> Option<(u64, u64)> {
+        self.usage.as_ref().and_then(super::response::tokens)
+    }
+
     fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
         let events = match &mut self.framing {
             Framing::Raw(carry) => {

@@ -368,10 +368,19 @@ pub fn sse_response(body: TestBody) -> Response<TestBody> {
 
 /// Opens a request and returns the response with its body still streaming.
 pub async fn open(url: &str, body: Value) -> Response<Incoming> {
-    let request = Request::builder()
+    open_with(url, body, &[]).await
+}
+
+/// [`open`] with extra headers.
+pub async fn open_with(url: &str, body: Value, headers: &[(&str, &str)]) -> Response<Incoming> {
+    let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
     tokio::time::timeout(Duration::from_secs(20), client().request(request))
