@@ -10,23 +10,39 @@ use serde::Deserialize;
 
 /// Default listen address: loopback, so a fresh install is not exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin listener: loopback, next to the default client port.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 /// Default cap on a request body (long prompts and base64 images fit comfortably).
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 64 << 20;
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[admin]`: the admin API, off unless the table is present.
+    pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
 }
 
+/// `[admin]`: the admin API's own listener and keys (distinct from client keys).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener. Default [`DEFAULT_ADMIN_LISTEN`].
+    pub listen: Option<String>,
+    /// `[[admin.keys]]`, same fields as client keys (`models` does not apply). Required unless
+    /// the admin listener is on loopback.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
 /// `[server]`: the client-facing listener.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on; `--listen` overrides it. Default [`DEFAULT_LISTEN`].
@@ -59,7 +75,7 @@ pub enum LogFormat {
 }
 
 /// `[auth]`: client keys. With none configured Bridge accepts every caller (and warns).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
@@ -67,7 +83,7 @@ pub struct AuthConfig {
 }
 
 /// `[[auth.keys]]`: one client key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Shown in logs and metrics in place of the key, which is never logged.
@@ -83,7 +99,7 @@ pub struct KeyConfig {
 }
 
 /// `[[models]]`: a model that clients address as `baseten.model_id`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub id: String,
@@ -95,7 +111,7 @@ pub struct ModelConfig {
 }
 
 /// The protocol a deployment's replicas speak.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Api {
     /// An OpenAI-compatible engine (vLLM, SGLang, TGI, llama.cpp server): proxied as it is.
@@ -107,7 +123,7 @@ pub enum Api {
 }
 
 /// `[[models.deployments]]`: one deployment of a model.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     pub id: String,
@@ -168,7 +184,7 @@ pub struct DeploymentConfig {
 }
 
 /// Settings of the predict adapter for one deployment.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictConfig {
     /// Key holding the text when the model answers with a JSON object (or streams SSE events
@@ -185,7 +201,7 @@ pub struct PredictConfig {
 }
 
 /// Per-deployment time limits, in milliseconds.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     /// Opening a TCP connection to a replica. Past it the replica counts as unreachable (the

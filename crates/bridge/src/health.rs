@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::body::ReqBody;
 use crate::error::ApiError;
+use crate::live::Live;
 use crate::pool::Pool;
 use crate::registry::{Deployment, Registry};
 use crate::upstream::Upstream;
@@ -30,6 +31,23 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PARKED_POLL: Duration = Duration::from_millis(500);
 /// `retry-after` on a 503 for a deployment that is still waking.
 const WAKING_RETRY_AFTER_SECONDS: u32 = 5;
+
+/// Checks the replicas of the table in force, starting over on each new table (replicas that
+/// stayed keep their state: the checks simply go on). Never completes.
+pub async fn check_live(live: Arc<Live>) {
+    let mut changed = live.subscribe();
+    loop {
+        let registry = live.load();
+        tokio::select! {
+            () = check_forever(registry) => std::future::pending::<()>().await,
+            result = changed.changed() => {
+                if result.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
 
 /// Checks every replica of every deployment with checks on, until the future is dropped.
 pub async fn check_forever(registry: Arc<Registry>) {
@@ -134,12 +152,9 @@ pub async fn park(
             }
         }
     }
-    // Woken by a passing health check, or, without checks, by looking again shortly.
-    let step = if deployment.health.is_some() {
-        until - Instant::now()
-    } else {
-        PARKED_POLL
-    };
+    // Woken by a passing health check, or by looking again shortly (without checks, or after
+    // a reload replaced this deployment's checker).
+    let step = PARKED_POLL;
     let _ = tokio::time::timeout(
         step.min(until.saturating_duration_since(Instant::now())),
         notified,

@@ -17,9 +17,11 @@
 //! | record | [`record`] into [`metrics`] | per-request record: metrics and the request log |
 //! | errors | [`error`] | the one place that writes the OpenAI error envelope |
 //!
-//! [`config`] holds the operator's TOML as written; [`registry`] is its validated runtime form.
+//! [`config`] holds the operator's TOML as written; [`registry`] is its validated runtime form;
+//! [`live`] swaps in a new one on reload, and [`admin`] changes it through the config file.
 //! [`sim`] is a simulated engine used by the demo model, the tests and the benchmarks.
 
+pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod body;
@@ -28,6 +30,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod json;
+pub mod live;
 pub mod metrics;
 pub mod pool;
 pub mod predict;
@@ -49,31 +52,38 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::live::Live;
 use crate::registry::Registry;
 use crate::upstream::Upstream;
 
-/// What every request shares: the routing table and the upstream connection pool.
+/// What every request shares: the routing table in force and the upstream connection pool.
 #[derive(Debug)]
 pub struct AppState {
-    registry: Arc<Registry>,
+    live: Arc<Live>,
     upstream: Upstream,
     /// Set once a stop was requested (shared by all workers): `/health` then answers 503.
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
+    /// State over a routing table that never changes.
     pub fn new(registry: Registry) -> Self {
-        Self::shared(Arc::new(registry), Arc::default())
+        Self::shared(Live::fixed(registry), Arc::default())
     }
 
     /// State for one worker: the routing table and the draining flag are shared, the upstream
     /// pool is the worker's own.
-    pub fn shared(registry: Arc<Registry>, draining: Arc<AtomicBool>) -> Self {
+    pub fn shared(live: Arc<Live>, draining: Arc<AtomicBool>) -> Self {
         AppState {
-            registry,
+            live,
             upstream: Upstream::new(),
             draining,
         }
+    }
+
+    /// The routing table in force and how it changes.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     pub fn is_draining(&self) -> bool {
@@ -82,17 +92,29 @@ impl AppState {
 
     /// The routing table for one request. A request keeps the table it started with.
     pub fn registry(&self) -> Arc<Registry> {
-        self.registry.clone()
+        self.live.load()
     }
 }
 
 /// Serves Bridge on `listener` until `shutdown` resolves, then drains requests in flight.
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
-    warn_if_open(&state.registry);
-    let checks = tokio::spawn(health::check_forever(state.registry.clone()));
-    let stop = draining(shutdown, state.draining.clone(), state.registry.drain_delay);
+    let registry = state.registry();
+    warn_if_open(&registry);
+    let background = tokio::spawn(background(state.live.clone()));
+    let stop = draining(shutdown, state.draining.clone(), registry.drain_delay);
     serve_worker(listener, state.clone(), stop).await;
-    checks.abort();
+    background.abort();
+}
+
+/// Health checks of the table in force, and the config file watch. Never completes.
+async fn background(live: Arc<Live>) {
+    let watch = async {
+        if live.path().is_some() {
+            live.clone().watch_file().await;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::join!(health::check_live(live.clone()), watch);
 }
 
 /// Resolves `drain_delay` after `stop`: in between, `/health` already answers 503 (load
@@ -117,10 +139,11 @@ fn warn_if_open(registry: &Registry) {
 /// workers in turn. Blocks until every worker has drained after `shutdown` flips to true.
 pub fn run_workers(
     listener: std::net::TcpListener,
-    registry: Arc<Registry>,
+    live: Arc<Live>,
     workers: usize,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let registry = live.load();
     warn_if_open(&registry);
     listener.set_nonblocking(true)?;
     let flag = Arc::new(AtomicBool::new(false));
@@ -136,25 +159,20 @@ pub fn run_workers(
     for i in 0..workers.max(1) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         senders.push(tx);
-        let (registry, stop) = (registry.clone(), stopped(shutdown.clone()));
+        let (live, stop) = (live.clone(), stopped(shutdown.clone()));
         let draining_flag = flag.clone();
         threads.push(spawn_runtime(format!("bridge-worker-{i}"), async move {
-            let state = Arc::new(AppState::shared(registry, draining_flag));
+            let state = Arc::new(AppState::shared(live, draining_flag));
             serve_worker(server::Connections::Handoff(rx), state, stop).await;
             Ok(())
         })?);
     }
     let stop = stopped(shutdown);
-    // The acceptor's thread is mostly idle: it also runs the health checks.
+    // The acceptor's thread is mostly idle: it also runs the health checks and the file watch.
     threads.push(spawn_runtime("bridge-accept".into(), async move {
-        // Never completes, even with nothing to check: only the stop ends this thread's work.
-        let checks = async {
-            health::check_forever(registry).await;
-            std::future::pending::<()>().await
-        };
         tokio::select! {
             () = server::distribute(TcpListener::from_std(listener)?, senders, stop) => {}
-            () = checks => {}
+            () = background(live) => {}
         }
         Ok(())
     })?);
@@ -184,7 +202,7 @@ async fn serve_worker(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let drain_timeout = state.registry.drain_timeout;
+    let drain_timeout = state.registry().drain_timeout;
     // Idle engine connections are closed before engines' keep-alive timeouts even when no
     // request comes to notice them.
     let sweeper = tokio::spawn(state.upstream.clone().sweep_forever());

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use bridge::config::{Config, LogFormat};
 use bridge::demo;
+use bridge::live::Live;
 use bridge::sim::{self, SimConfig};
 
 #[derive(Parser)]
@@ -36,6 +37,22 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Validate a config file and print its routing table (exit status 1 if invalid).
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage deployments through a running Bridge's admin API.
+    Deployments {
+        /// The admin API's address.
+        #[arg(long, default_value = "http://127.0.0.1:8081", global = true)]
+        admin: String,
+        /// Environment variable holding an admin key, if the admin API needs one.
+        #[arg(long, default_value = "BRIDGE_ADMIN_KEY", global = true)]
+        key_env: String,
+        #[command(subcommand)]
+        action: DeploymentAction,
+    },
     /// TEST TOOL: run a simulated OpenAI-compatible engine (canned answers, no model).
     ///
     /// Used by Bridge's tests, benchmarks and demo. Requests may carry a `simulate` object to
@@ -57,6 +74,48 @@ enum Command {
         /// Environment variable holding an API key the engine requires (like vLLM's --api-key).
         #[arg(long)]
         api_key_env: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeploymentAction {
+    /// Every model's deployments, with production, health and load.
+    List,
+    /// Publish a new deployment (created with its model as production when the model is new).
+    Publish {
+        #[arg(long)]
+        model: String,
+        /// The deployment's id.
+        #[arg(long)]
+        id: String,
+        /// Replica URL (repeat for several).
+        #[arg(long = "replica", required = true)]
+        replicas: Vec<String>,
+        /// openai or predict.
+        #[arg(long, default_value = "openai")]
+        api: String,
+        #[arg(long)]
+        served_model: Option<String>,
+        /// More deployment fields as a JSON object, e.g. '{"max_concurrent": 64}'.
+        #[arg(long)]
+        extra: Option<String>,
+    },
+    /// Make a deployment the model's production deployment.
+    Promote {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Retire a deployment that is not production.
+    Retire {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        id: String,
+        /// Stop taking new requests now; remove it once its requests in flight are done.
+        #[arg(long)]
+        drain: bool,
     },
 }
 
@@ -105,6 +164,19 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Check { config } => {
+            let name = config.display().to_string();
+            let registry = Config::load(&config)
+                .and_then(|c| c.validate(&name))
+                .map_err(|e| e.to_string())?;
+            print!("{name}: valid\n{}", registry.describe());
+            Ok(())
+        }
+        Command::Deployments {
+            admin,
+            key_env,
+            action,
+        } => deployments(&admin, std::env::var(&key_env).ok().as_deref(), action).await,
         Command::Simulate {
             listen,
             chunks,
@@ -134,43 +206,71 @@ async fn run(command: Command) -> Result<(), String> {
 
 async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(), String> {
     let (engine_stop, engine_stopped) = oneshot::channel::<()>();
-    let registry = match &config_path {
+    let live = match &config_path {
         Some(path) => {
             let name = path.display().to_string();
-            let mut config = Config::load(path).map_err(|e| e.to_string())?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{name}: cannot read the file: {e}"))?;
+            let mut config = Config::parse(&text, &name).map_err(|e| e.to_string())?;
             if listen.is_some() {
                 config.server.listen = listen;
             }
-            config.validate(&name).map_err(|e| e.to_string())?
+            let registry = config.validate(&name).map_err(|e| e.to_string())?;
+            Live::from_file(registry, path.clone(), text)
         }
         None => {
             tracing::info!(
                 "no --config given: serving the built-in demo model '{}'",
                 demo::DEMO_MODEL
             );
-            demo::start(listen, async {
+            let registry = demo::start(listen, async {
                 let _ = engine_stopped.await;
             })
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            Live::fixed(registry)
         }
     };
+    let registry = live.load();
     raise_fd_limit();
     let listener = bind_listener(registry.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", registry.listen))?;
     announce(&listener.local_addr().map_err(|e| e.to_string())?)?;
-    let workers = registry.workers;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let registry = std::sync::Arc::new(registry);
+    if let Some(admin) = &registry.admin {
+        let admin_listener = TcpListener::bind(admin.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} (admin): {e}", admin.listen))?;
+        let address = admin_listener.local_addr().map_err(|e| e.to_string())?;
+        println!("admin listening on http://{address}");
+        tracing::info!("admin API listening on http://{address}");
+        let mut admin_stop = stopped.clone();
+        tokio::spawn(bridge::admin::serve(
+            admin_listener,
+            live.clone(),
+            async move {
+                let _ = admin_stop.wait_for(|stop| *stop).await;
+            },
+        ));
+    }
+    let workers = registry.workers;
+    let serving_live = live.clone();
     let serving = tokio::task::spawn_blocking(move || {
-        bridge::run_workers(listener, registry, workers, stopped)
+        bridge::run_workers(listener, serving_live, workers, stopped)
     });
-    tokio::select! {
-        () = shutdown_signal() => {
-            let _ = stop.send(true);
+    let mut hangups = hangup_signals();
+    loop {
+        tokio::select! {
+            () = shutdown_signal() => {
+                let _ = stop.send(true);
+                break;
+            }
+            Some(()) = hangups.recv() => match live.reload().await {
+                Ok(true) => tracing::info!("configuration reloaded (SIGHUP)"),
+                Ok(false) => tracing::info!("SIGHUP: the configuration did not change"),
+                Err(e) => tracing::error!("configuration not reloaded, the one in force stays: {e}"),
+            },
         }
-        // Workers only return early when they could not start.
-        _ = std::future::pending::<()>() => {}
     }
     serving
         .await
@@ -178,6 +278,87 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(
         .map_err(|e| format!("serving failed: {e}"))?;
     let _ = engine_stop.send(());
     Ok(())
+}
+
+/// `bridge deployments ...`: one call to the admin API, its answer printed.
+async fn deployments(
+    admin: &str,
+    key: Option<&str>,
+    action: DeploymentAction,
+) -> Result<(), String> {
+    use bridge::admin::client::{call, table};
+    use http::Method;
+    let (method, path, body) = match &action {
+        DeploymentAction::List => (Method::GET, "/v1/models".to_string(), None),
+        DeploymentAction::Publish {
+            model,
+            id,
+            replicas,
+            api,
+            served_model,
+            extra,
+        } => {
+            let mut spec = match extra {
+                Some(text) => match serde_json::from_str(text) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Err("--extra must be a JSON object".into()),
+                },
+                None => serde_json::Map::new(),
+            };
+            spec.insert("id".into(), id.clone().into());
+            spec.insert("api".into(), api.clone().into());
+            spec.insert("replicas".into(), replicas.clone().into());
+            if let Some(name) = served_model {
+                spec.insert("served_model".into(), name.clone().into());
+            }
+            (
+                Method::POST,
+                format!("/v1/models/{model}/deployments"),
+                Some(serde_json::Value::Object(spec)),
+            )
+        }
+        DeploymentAction::Promote { model, id } => (
+            Method::POST,
+            format!("/v1/models/{model}/deployments/{id}/promote"),
+            None,
+        ),
+        DeploymentAction::Retire { model, id, drain } => {
+            let query = if *drain { "?drain=true" } else { "" };
+            (
+                Method::DELETE,
+                format!("/v1/models/{model}/deployments/{id}{query}"),
+                None,
+            )
+        }
+    };
+    let (status, answer) = call(admin, key, method, &path, body.as_ref()).await?;
+    if !(200..300).contains(&status) {
+        let message = answer["error"]["message"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_string);
+        return Err(format!("{status}: {message}"));
+    }
+    match action {
+        DeploymentAction::List => print!("{}", table(&answer)),
+        _ => println!("{answer}"),
+    }
+    Ok(())
+}
+
+/// SIGHUP, as a stream (empty where there is no such signal).
+fn hangup_signals() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Every proxied stream holds two descriptors (client and engine): raise the soft limit to the

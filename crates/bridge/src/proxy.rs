@@ -364,14 +364,18 @@ fn resolve<'r>(
         .deployment_id
         .as_deref()
         .unwrap_or(&model.production);
-    model.deployments.get(deployment_id).ok_or_else(|| {
-        let e = ApiError::deployment_not_found(&model.id, deployment_id);
-        if routing.from_model_name {
-            e.with_param("model")
-        } else {
-            e
-        }
-    })
+    model
+        .deployments
+        .get(deployment_id)
+        .filter(|d| !d.retiring.load(Ordering::Relaxed))
+        .ok_or_else(|| {
+            let e = ApiError::deployment_not_found(&model.id, deployment_id);
+            if routing.from_model_name {
+                e.with_param("model")
+            } else {
+                e
+            }
+        })
 }
 
 /// The engine's own model name, for requests routed by `model = "baseten/..."`: the configured

@@ -14,8 +14,8 @@ use tokio::sync::OnceCell;
 use crate::auth::{ApiKey, Keys};
 use crate::balance::{Limiter, ReplicaState, RetryBudget};
 use crate::config::{
-    Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig, DEFAULT_LISTEN,
-    DEFAULT_MAX_REQUEST_BYTES,
+    AdminConfig, Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES,
 };
 use crate::metrics::Stats;
 
@@ -47,6 +47,16 @@ pub struct Registry {
     pub key_labels: Vec<String>,
     /// Requests that never reached a deployment (refused before routing, or unroutable).
     pub unrouted: Stats,
+    /// The admin API, when configured.
+    pub admin: Option<AdminSettings>,
+}
+
+/// Validated `[admin]`.
+#[derive(Debug)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Admin keys; empty only on a loopback listener.
+    pub keys: Keys,
 }
 
 #[derive(Debug)]
@@ -97,6 +107,11 @@ pub struct Deployment {
     pub stats: Stats,
     /// The predict adapter's settings (`api = "predict"` only).
     pub predict: Option<PredictSettings>,
+    /// The configuration it was built from (a reload with the same one keeps this deployment,
+    /// its counters and queues).
+    pub config: DeploymentConfig,
+    /// Being retired: takes no new requests, and leaves the configuration once idle.
+    pub retiring: std::sync::atomic::AtomicBool,
 }
 
 /// Validated `[models.deployments.predict]`.
@@ -176,8 +191,9 @@ pub struct Replica {
     /// The base URL as configured (without a trailing slash), for logs and status.
     pub base: String,
     uris: [Uri; 5],
-    /// Load and health, shared by all workers.
-    pub state: ReplicaState,
+    /// Load and health, shared by all workers, and kept across reloads while the replica stays
+    /// in its deployment.
+    pub state: Arc<ReplicaState>,
     /// Where its active health check goes, when checks are on.
     pub health_uri: Option<Uri>,
 }
@@ -218,7 +234,7 @@ impl Replica {
         Ok(Replica {
             base,
             uris,
-            state: ReplicaState::default(),
+            state: Arc::default(),
             health_uri: None,
         })
     }
@@ -245,6 +261,40 @@ impl Replica {
 impl Registry {
     pub fn model(&self, id: &str) -> Option<&Arc<Model>> {
         self.models.get(id)
+    }
+
+    /// The routing table as text, for `bridge check`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for model in self.models.values() {
+            out.push_str(&format!("model {}\n", model.id));
+            for d in model.deployments.values() {
+                let api = match d.api {
+                    Api::Openai => "openai",
+                    Api::Predict => "predict",
+                };
+                let production = if d.id == model.production {
+                    " (production)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("  deployment {} [{api}]{production}\n", d.id));
+                for r in &d.replicas {
+                    out.push_str(&format!("    replica {}\n", r.base));
+                }
+            }
+        }
+        let keys = self.key_labels.len() - 1;
+        out.push_str(&format!(
+            "{} model(s); {} client key(s){}; admin API {}\n",
+            self.models.len(),
+            keys,
+            if keys == 0 { " (no auth!)" } else { "" },
+            self.admin
+                .as_ref()
+                .map_or("off".to_string(), |a| format!("on {}", a.listen)),
+        ));
+        out
     }
 }
 
@@ -287,13 +337,25 @@ fn check_id(what: &str, id: &str) -> Result<(), String> {
 impl Config {
     /// Validates the configuration into a [`Registry`]; `name` is the file for error messages.
     pub fn validate(&self, name: &str) -> Result<Registry, ConfigError> {
-        self.validate_inner().map_err(|message| ConfigError {
-            source_name: name.to_string(),
-            message,
-        })
+        self.validate_after(name, None)
     }
 
-    fn validate_inner(&self) -> Result<Registry, String> {
+    /// Validates the configuration into a [`Registry`] that replaces `previous`: deployments
+    /// whose configuration did not change are kept as they are (counters, queues, cached
+    /// model name), and replicas that stay in their deployment keep their health and load.
+    pub fn validate_after(
+        &self,
+        name: &str,
+        previous: Option<&Registry>,
+    ) -> Result<Registry, ConfigError> {
+        self.validate_inner(previous)
+            .map_err(|message| ConfigError {
+                source_name: name.to_string(),
+                message,
+            })
+    }
+
+    fn validate_inner(&self, previous: Option<&Registry>) -> Result<Registry, String> {
         let listen_text = self.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_text
             .parse()
@@ -306,10 +368,20 @@ impl Config {
             return Err("server.max_request_bytes must be positive".into());
         }
         let key_labels = self.auth.keys.len() + 1;
+        let label_names: Vec<String> = std::iter::once("-".to_string())
+            .chain(self.auth.keys.iter().map(|k| k.name.clone()))
+            .collect();
+        // Deployments are kept whole only while the key labels (a dimension of their
+        // counters) are the same.
+        let keep_from = previous.filter(|p| p.key_labels == label_names);
         let mut models = BTreeMap::new();
         for (i, model) in self.models.iter().enumerate() {
-            let built =
-                validate_model(model, key_labels).map_err(|e| format!("models[{i}]: {e}"))?;
+            let before = Before {
+                whole: keep_from.and_then(|p| p.model(&model.id)),
+                replicas: previous.and_then(|p| p.model(&model.id)),
+            };
+            let built = validate_model(model, key_labels, &before)
+                .map_err(|e| format!("models[{i}]: {e}"))?;
             if models.insert(model.id.clone(), Arc::new(built)).is_some() {
                 return Err(format!(
                     "models[{i}]: model id '{}' is defined twice",
@@ -341,7 +413,9 @@ impl Config {
         let drain_timeout = Duration::from_millis(self.server.drain_timeout_ms.unwrap_or(30_000));
         let drain_delay = Duration::from_millis(self.server.drain_delay_ms.unwrap_or(0));
         let keys = Keys::new(keys);
+        let admin = self.admin.as_ref().map(validate_admin).transpose()?;
         Ok(Registry {
+            admin,
             key_labels: keys.labels(),
             unrouted: Stats::new(key_labels),
             listen,
@@ -357,16 +431,44 @@ impl Config {
     }
 }
 
-fn validate_model(model: &ModelConfig, key_labels: usize) -> Result<Model, String> {
+/// What a reload may keep of a model: whole deployments (when the key labels are unchanged),
+/// and replica state.
+struct Before<'a> {
+    whole: Option<&'a Arc<Model>>,
+    replicas: Option<&'a Arc<Model>>,
+}
+
+fn validate_model(
+    model: &ModelConfig,
+    key_labels: usize,
+    before: &Before<'_>,
+) -> Result<Model, String> {
     check_id("model id", &model.id)?;
     if model.deployments.is_empty() {
         return Err(format!("model '{}' has no deployments", model.id));
     }
     let mut deployments = BTreeMap::new();
     for (i, d) in model.deployments.iter().enumerate() {
-        let built = validate_deployment(&model.id, d, key_labels)
-            .map_err(|e| format!("deployments[{i}]: {e}"))?;
-        if deployments.insert(d.id.clone(), Arc::new(built)).is_some() {
+        let kept = before
+            .whole
+            .and_then(|m| m.deployments.get(&d.id))
+            .filter(|old| old.config == *d);
+        let built = match kept {
+            Some(old) => old.clone(),
+            None => {
+                let mut built = validate_deployment(&model.id, d, key_labels)
+                    .map_err(|e| format!("deployments[{i}]: {e}"))?;
+                if let Some(old) = before.replicas.and_then(|m| m.deployments.get(&d.id)) {
+                    for replica in &mut built.replicas {
+                        if let Some(same) = old.replicas.iter().find(|r| r.base == replica.base) {
+                            replica.state = same.state.clone();
+                        }
+                    }
+                }
+                Arc::new(built)
+            }
+        };
+        if deployments.insert(d.id.clone(), built).is_some() {
             return Err(format!(
                 "deployments[{i}]: deployment id '{}' is defined twice",
                 d.id
@@ -497,6 +599,30 @@ fn validate_deployment(
         reported_model: OnceCell::new(),
         stats: Stats::new(key_labels),
         predict,
+        config: d.clone(),
+        retiring: Default::default(),
+    })
+}
+
+fn validate_admin(admin: &AdminConfig) -> Result<AdminSettings, String> {
+    let text = admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let listen: SocketAddr = text
+        .parse()
+        .map_err(|e| format!("admin.listen '{text}' is not an address: {e}"))?;
+    let keys = admin
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| validate_key(k).map_err(|e| format!("admin.keys[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() && !listen.ip().is_loopback() {
+        return Err(format!(
+            "admin.listen {listen} is not loopback: configure [[admin.keys]] so that only operators can change deployments"
+        ));
+    }
+    Ok(AdminSettings {
+        listen,
+        keys: Keys::new(keys),
     })
 }
 

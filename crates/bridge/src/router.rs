@@ -152,7 +152,7 @@ fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiEr
 }
 
 /// The client's request id when it is sane, else a fresh random one.
-fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+pub(crate) fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
     if let Some(v) = given.filter(|v| {
         !v.is_empty()
             && v.len() <= MAX_REQUEST_ID_LEN

@@ -232,6 +232,37 @@ impl Bridge {
     }
 }
 
+/// Bridge and its admin API, in-process, serving the config file at `path` (watched for
+/// changes, edited by the admin API). The file's `[admin]` listen address is not used: the
+/// admin API gets its own port-0 listener.
+pub async fn start_from_file(path: &std::path::Path) -> (Running, Running) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let registry = Config::parse(&text, "test.toml")
+        .unwrap()
+        .validate("test.toml")
+        .unwrap();
+    let live = bridge::live::Live::from_file(registry, path.to_path_buf(), text);
+    let listener = listener().await;
+    let addr = listener.local_addr().unwrap();
+    let (tx, stop) = stopper();
+    let state = Arc::new(AppState::shared(live.clone(), Arc::default()));
+    tokio::spawn(bridge::run(listener, state, stop));
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin_listener.local_addr().unwrap();
+    let (admin_tx, admin_stop) = stopper();
+    tokio::spawn(bridge::admin::serve(admin_listener, live, admin_stop));
+    (
+        Running {
+            addr,
+            stop: Some(tx),
+        },
+        Running {
+            addr: admin_addr,
+            stop: Some(admin_tx),
+        },
+    )
+}
+
 /// A config with one model `m`, production deployment `d1` at `base` (more TOML may be
 /// appended: it lands in that deployment's table).
 pub fn one_model(base: &str) -> String {
@@ -345,6 +376,10 @@ pub async fn post_with(url: &str, body: Value, headers: &[(&str, &str)]) -> Repl
 
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     send(Method::GET, url, Bytes::new(), headers).await
+}
+
+pub async fn delete(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(Method::DELETE, url, Bytes::new(), headers).await
 }
 
 /// A response body fed from a channel, for engines that stream under a test's control.

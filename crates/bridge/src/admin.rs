@@ -1,0 +1,291 @@
+//! The admin API, on its own listener: list deployments with their state, publish, promote
+//! and retire them while traffic flows. Every change is an edit of the config file (see
+//! [`edit`]), validated, written atomically and installed through [`Live`], so the file stays
+//! the one source of truth and every instance reading it converges.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v1/models` | models, their deployments, replicas, health and load |
+//! | `GET /v1/models/{model_id}` | one model |
+//! | `GET /v1/models/{model_id}/deployments` | its deployments |
+//! | `POST /v1/models/{model_id}/deployments` | publish (JSON with the file's deployment fields) |
+//! | `POST /v1/models/{model_id}/deployments/{deployment_id}/promote` | make it production |
+//! | `DELETE /v1/models/{model_id}/deployments/{deployment_id}[?drain=true]` | retire (with `drain`: no new requests, removed once idle) |
+
+pub mod client;
+pub mod edit;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::body::ResBody;
+use crate::error::ApiError;
+use crate::live::Live;
+use crate::registry::{Deployment, Model, Registry};
+use crate::server;
+
+/// Largest admin request body.
+const MAX_ADMIN_BODY: usize = 1 << 20;
+/// How often a draining deployment is looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// Longest wait for a draining deployment to go idle before it is removed anyway (its
+/// requests in flight still finish: they hold the deployment).
+const DRAIN_MAX: Duration = Duration::from_secs(3600);
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
+    server::serve(
+        listener,
+        shutdown,
+        server::DEFAULT_DRAIN_TIMEOUT,
+        move |request| handle(live.clone(), request),
+    )
+    .await;
+}
+
+async fn handle(
+    live: Arc<Live>,
+    request: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    let request_id = crate::router::request_id(request.headers().get("x-request-id"));
+    let mut response = match dispatch(&live, request).await {
+        Ok((status, value)) => {
+            let mut response = Response::new(ResBody::full(value.to_string()));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(error) => error.into_response(),
+    };
+    response.headers_mut().insert("x-request-id", request_id);
+    Ok(response)
+}
+
+async fn dispatch(
+    live: &Arc<Live>,
+    request: Request<Incoming>,
+) -> Result<(StatusCode, Value), ApiError> {
+    let registry = live.load();
+    let Some(admin) = &registry.admin else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "the admin API is off",
+        ));
+    };
+    // Client keys are not admin keys: only [[admin.keys]] open this API.
+    admin.keys.authenticate(request.headers())?;
+    let method = request.method().clone();
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let drain = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "drain=true" || p == "drain=1"));
+    let segments: Vec<&str> = match path.strip_prefix("/v1/models") {
+        Some("") => Vec::new(),
+        Some(rest) => rest.trim_start_matches('/').split('/').collect(),
+        None => return Err(unknown(&method, &path)),
+    };
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, []) => {
+            let data: Vec<Value> = registry.models.values().map(|m| model_view(m)).collect();
+            Ok((StatusCode::OK, json!({"object": "list", "data": data})))
+        }
+        (Method::GET, [model_id]) => Ok((StatusCode::OK, model_view(find(&registry, model_id)?))),
+        (Method::GET, [model_id, "deployments"]) => {
+            let model = find(&registry, model_id)?;
+            let data: Vec<Value> = model
+                .deployments
+                .values()
+                .map(|d| deployment_view(model, d))
+                .collect();
+            Ok((StatusCode::OK, json!({"object": "list", "data": data})))
+        }
+        (Method::POST, [model_id, "deployments"]) => {
+            let spec = read_json(request).await?;
+            let model_id = model_id.to_string();
+            live.edit(|doc| edit::publish(doc, &model_id, &spec))
+                .await?;
+            let registry = live.load();
+            let model = find(&registry, &model_id)?;
+            let id = spec.get("id").and_then(Value::as_str).unwrap_or_default();
+            let deployment = model.deployments.get(id).ok_or_else(|| {
+                ApiError::internal("the published deployment is not in the new table")
+            })?;
+            Ok((StatusCode::CREATED, deployment_view(model, deployment)))
+        }
+        (Method::POST, [model_id, "deployments", deployment_id, "promote"]) => {
+            let (model_id, deployment_id) = (model_id.to_string(), deployment_id.to_string());
+            if let Ok(d) = deployment(&registry, &model_id, &deployment_id) {
+                if d.retiring.load(Ordering::Relaxed) {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "invalid_request_error",
+                        format!("deployment '{deployment_id}' is being retired"),
+                    ));
+                }
+            }
+            live.edit(|doc| edit::promote(doc, &model_id, &deployment_id))
+                .await?;
+            Ok((StatusCode::OK, model_view(find(&live.load(), &model_id)?)))
+        }
+        (Method::DELETE, [model_id, "deployments", deployment_id]) => {
+            retire(live, &registry, model_id, deployment_id, drain).await
+        }
+        (
+            _,
+            []
+            | [_]
+            | [_, "deployments"]
+            | [_, "deployments", _]
+            | [_, "deployments", _, "promote"],
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(unknown(&method, &path)),
+    }
+}
+
+/// Retires a deployment at once, or, with `drain`, once it has no request in flight.
+async fn retire(
+    live: &Arc<Live>,
+    registry: &Registry,
+    model_id: &str,
+    deployment_id: &str,
+    drain: bool,
+) -> Result<(StatusCode, Value), ApiError> {
+    let (model_id, deployment_id) = (model_id.to_string(), deployment_id.to_string());
+    let target = deployment(registry, &model_id, &deployment_id)?.clone();
+    if !drain {
+        live.edit(|doc| edit::retire(doc, &model_id, &deployment_id))
+            .await?;
+        return Ok((
+            StatusCode::OK,
+            json!({"id": deployment_id, "model": model_id, "retired": true}),
+        ));
+    }
+    // Check now that it may be retired at all (not production), without changing anything.
+    let production = registry.model(&model_id).map(|m| m.production.clone());
+    if production.as_deref() == Some(deployment_id.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            format!("'{deployment_id}' is the production deployment of model '{model_id}': promote another one first"),
+        )
+        .with_code("conflict"));
+    }
+    target.retiring.store(true, Ordering::Relaxed);
+    let live = live.clone();
+    let (m, d) = (model_id.clone(), deployment_id.clone());
+    tokio::spawn(async move {
+        let idle = async {
+            while target.stats.in_flight.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_MAX, idle).await;
+        match live.edit(|doc| edit::retire(doc, &m, &d)).await {
+            Ok(()) => tracing::info!(model = %m, deployment = %d, "drained deployment retired"),
+            Err(e) => {
+                target.retiring.store(false, Ordering::Relaxed);
+                tracing::error!(model = %m, deployment = %d, error = %e.message, "could not retire the drained deployment");
+            }
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"id": deployment_id, "model": model_id, "retiring": true}),
+    ))
+}
+
+fn unknown(method: &Method, path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!("unknown admin route: {method} {path}"),
+    )
+    .with_code("unknown_route")
+}
+
+fn find<'r>(registry: &'r Registry, model_id: &str) -> Result<&'r Arc<Model>, ApiError> {
+    registry
+        .model(model_id)
+        .ok_or_else(|| ApiError::model_not_found(model_id).with_param("model_id"))
+}
+
+fn deployment<'r>(
+    registry: &'r Registry,
+    model_id: &str,
+    deployment_id: &str,
+) -> Result<&'r Arc<Deployment>, ApiError> {
+    find(registry, model_id)?
+        .deployments
+        .get(deployment_id)
+        .ok_or_else(|| {
+            ApiError::deployment_not_found(model_id, deployment_id).with_param("deployment_id")
+        })
+}
+
+async fn read_json(request: Request<Incoming>) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let bytes = Limited::new(request.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?
+        .to_bytes();
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "the body must be a JSON object (a deployment)",
+        )),
+        Err(e) => {
+            Err(ApiError::bad_request(format!("invalid JSON: {e}")).with_code("invalid_json"))
+        }
+    }
+}
+
+fn model_view(model: &Model) -> Value {
+    let deployments: Vec<Value> = model
+        .deployments
+        .values()
+        .map(|d| deployment_view(model, d))
+        .collect();
+    json!({"id": model.id, "object": "model", "production": model.production, "deployments": deployments})
+}
+
+/// A deployment with its state, replica addresses included (operators only).
+fn deployment_view(model: &Model, d: &Deployment) -> Value {
+    let replicas: Vec<Value> = d
+        .replicas
+        .iter()
+        .map(|r| {
+            json!({
+                "url": r.base,
+                "healthy": r.state.is_healthy(),
+                "ejected": r.state.is_ejected(),
+                "in_flight": r.state.outstanding(),
+            })
+        })
+        .collect();
+    json!({
+        "id": d.id,
+        "api": d.api,
+        "production": d.id == model.production,
+        "retiring": d.retiring.load(Ordering::Relaxed),
+        "in_flight": d.stats.in_flight.load(Ordering::Relaxed),
+        "replicas": replicas,
+    })
+}

@@ -1,0 +1,96 @@
+//! A small client for the admin API, used by `bridge deployments ...`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
+
+use crate::body::ReqBody;
+use crate::pool::Pool;
+
+/// Time allowed for one admin call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Calls `method path` on the admin API at `base` (e.g. `http://127.0.0.1:8081`). Returns the
+/// status and the JSON answer, or a message saying what went wrong.
+pub async fn call(
+    base: &str,
+    key: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let uri: http::Uri = format!("{}{path}", base.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| format!("invalid admin URL '{base}': {e}"))?;
+    let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let mut request = Request::new(ReqBody::new([payload.clone()]));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(payload.len()));
+    if body.is_some() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    if let Some(key) = key {
+        let value = HeaderValue::try_from(format!("Bearer {key}"))
+            .map_err(|_| "the admin key has characters not allowed in a header".to_string())?;
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    let exchange = async {
+        let response = Pool::default()
+            .send(request, CALL_TIMEOUT)
+            .await
+            .map_err(|e| format!("cannot reach the admin API at {base}: {e:?}"))?;
+        let status = response.status().as_u16();
+        let bytes = Limited::new(response.into_body(), 16 << 20)
+            .collect()
+            .await
+            .map_err(|e| format!("the admin API's answer broke off: {e}"))?
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((status, value))
+    };
+    tokio::time::timeout(CALL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("the admin API at {base} did not answer in time"))?
+}
+
+/// The deployments of a model list (the admin API's `GET /v1/models`) as a table.
+pub fn table(models: &Value) -> String {
+    let mut out = format!(
+        "{:<20} {:<16} {:<8} {:<10} {:<9} {:<9} {}\n",
+        "MODEL", "DEPLOYMENT", "API", "PRODUCTION", "STATE", "HEALTHY", "IN FLIGHT"
+    );
+    let empty = Vec::new();
+    for model in models["data"].as_array().unwrap_or(&empty) {
+        for d in model["deployments"].as_array().unwrap_or(&empty) {
+            let replicas = d["replicas"].as_array().unwrap_or(&empty);
+            let healthy = replicas
+                .iter()
+                .filter(|r| r["healthy"] == true && r["ejected"] != true)
+                .count();
+            out.push_str(&format!(
+                "{:<20} {:<16} {:<8} {:<10} {:<9} {:<9} {}\n",
+                model["id"].as_str().unwrap_or("?"),
+                d["id"].as_str().unwrap_or("?"),
+                d["api"].as_str().unwrap_or("?"),
+                if d["production"] == true { "yes" } else { "" },
+                if d["retiring"] == true {
+                    "retiring"
+                } else {
+                    "serving"
+                },
+                format!("{healthy}/{}", replicas.len()),
+                d["in_flight"],
+            ));
+        }
+    }
+    out
+}

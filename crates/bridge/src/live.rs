@@ -1,0 +1,193 @@
+//! The routing table in force, and how it changes while traffic flows.
+//!
+//! Every request loads the current [`Registry`] once (an atomic load) and keeps it to the end,
+//! so requests in flight finish on the routes they started with while new ones see the new
+//! table. A new table comes from the config file (watched, or re-read on SIGHUP) or from the
+//! admin API, which edits the file and installs the result: the file stays the one source of
+//! truth. A text that does not validate is refused and the table in force stays.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::registry::Registry;
+
+/// How often the config file is looked at for changes.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// The routing table in force and where it comes from.
+#[derive(Debug)]
+pub struct Live {
+    current: ArcSwap<Registry>,
+    /// The config file, when Bridge runs from one (the demo does not).
+    path: Option<PathBuf>,
+    /// The text the table in force was built from.
+    text: std::sync::Mutex<String>,
+    /// Bumped on every change, so the health checks follow the new table.
+    version: watch::Sender<u64>,
+    /// One change at a time (file reloads and admin edits).
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    /// A table that never changes (tests, the demo).
+    pub fn fixed(registry: Registry) -> Arc<Live> {
+        Self::new(registry, None, String::new())
+    }
+
+    /// A table built from `text`, the content of the config file at `path`.
+    pub fn from_file(registry: Registry, path: PathBuf, text: String) -> Arc<Live> {
+        Self::new(registry, Some(path), text)
+    }
+
+    fn new(registry: Registry, path: Option<PathBuf>, text: String) -> Arc<Live> {
+        Arc::new(Live {
+            current: ArcSwap::from_pointee(registry),
+            path,
+            text: std::sync::Mutex::new(text),
+            version: watch::Sender::new(0),
+            changing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The table for one request; the request keeps it to the end.
+    pub fn load(&self) -> Arc<Registry> {
+        self.current.load_full()
+    }
+
+    /// Changes with each new table.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
+    /// Validates `text` against the table in force (keeping what did not change).
+    fn prepare(&self, text: &str) -> Result<Registry, String> {
+        let name = self
+            .path
+            .as_ref()
+            .map_or_else(|| "config".to_string(), |p| p.display().to_string());
+        let current = self.load();
+        let mut config = Config::parse(text, &name).map_err(|e| e.to_string())?;
+        // The listener cannot move while serving: keep the address in force.
+        config.server.listen = Some(current.listen.to_string());
+        let next = config
+            .validate_after(&name, Some(&current))
+            .map_err(|e| e.to_string())?;
+        if next.workers != current.workers {
+            tracing::warn!("server.workers changed in {name}: restart Bridge to apply it");
+        }
+        Ok(next)
+    }
+
+    fn install(&self, registry: Registry, text: String) {
+        self.current.store(Arc::new(registry));
+        if let Ok(mut held) = self.text.lock() {
+            *held = text;
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Re-reads the config file and installs it if it changed. `Ok(false)`: nothing to do.
+    pub async fn reload(&self) -> Result<bool, String> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let _one = self.changing.lock().await;
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| format!("{}: cannot read the file: {e}", path.display()))?;
+        if text == self.text() {
+            return Ok(false);
+        }
+        let registry = self.prepare(&text)?;
+        self.install(registry, text);
+        Ok(true)
+    }
+
+    /// Reloads whenever the file changes, until dropped. A file that does not validate is
+    /// reported once per distinct content and the table in force stays.
+    pub async fn watch_file(self: Arc<Self>) {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            match self.reload().await {
+                Ok(true) => {
+                    last_error.clear();
+                    tracing::info!("configuration reloaded");
+                }
+                Ok(false) => {}
+                Err(e) if e != last_error => {
+                    tracing::error!("configuration not reloaded, the one in force stays: {e}");
+                    last_error = e;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Applies an edit to the config file: `edit` changes the parsed document (comments and
+    /// layout kept); the result must validate, is written atomically (a temporary file, then a
+    /// rename) and installed. Nothing changes when any step fails.
+    pub async fn edit(
+        &self,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        let Some(path) = &self.path else {
+            return Err(ApiError::new(
+                http::StatusCode::CONFLICT,
+                "invalid_request_error",
+                "Bridge runs without a config file (the demo): there is nothing to change",
+            ));
+        };
+        let _one = self.changing.lock().await;
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot read {}: {e}", path.display())))?;
+        let mut doc: toml_edit::DocumentMut = text
+            .parse()
+            .map_err(|e| ApiError::internal(format!("{} does not parse: {e}", path.display())))?;
+        edit(&mut doc)?;
+        let new_text = doc.to_string();
+        let registry = self
+            .prepare(&new_text)
+            .map_err(|e| ApiError::bad_request(format!("the change would not validate: {e}")))?;
+        write_atomically(path, &new_text)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", path.display())))?;
+        self.install(registry, new_text);
+        Ok(())
+    }
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it over `path`: readers see
+/// the old file or the new one, never half of one.
+async fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp-{}", std::process::id()));
+    let temp = PathBuf::from(temp);
+    tokio::fs::write(&temp, text).await?;
+    if let Ok(meta) = tokio::fs::metadata(path).await {
+        // Keep the operator's permissions (a file with keys may be 0600).
+        let _ = tokio::fs::set_permissions(&temp, meta.permissions()).await;
+    }
+    match tokio::fs::rename(&temp, path).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            Err(e)
+        }
+    }
+}

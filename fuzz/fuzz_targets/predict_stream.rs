@@ -1,0 +1,51 @@
+//! Predict adapter.
+//!
+//! - `Utf8Carry`: for any bytes cut anywhere, the pushed text plus `finish()` equals
+//!   `String::from_utf8_lossy` of the whole input (so valid UTF-8 comes out exactly as it went
+//!   in, whatever the cuts, and invalid bytes get the same U+FFFD as a one-piece decode).
+//! - `adapt_request` (chat and completion, default settings) never panics, and when it accepts
+//!   a body the predict body is a JSON object with the input field and a boolean `stream`.
+#![no_main]
+
+mod common;
+
+use bridge::predict::stream::Utf8Carry;
+use bridge::predict::{adapt_request, settings, Kind};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let (chunks, payload) = common::split(data);
+    let mut carry = Utf8Carry::default();
+    let mut text = String::new();
+    for chunk in &chunks {
+        text.push_str(&carry.push(chunk));
+    }
+    text.push_str(&carry.finish());
+    let expected = String::from_utf8_lossy(payload);
+    assert!(
+        text == expected,
+        "Utf8Carry output differs from a one-piece lossy decode\nchunks: {chunks:?}\ngot:      {text:?}\nexpected: {expected:?}"
+    );
+    // A finished carry starts afresh.
+    assert_eq!(carry.finish(), "");
+
+    let Ok(settings) = settings(None) else {
+        panic!("default predict settings are refused")
+    };
+    for (kind, field) in [(Kind::Chat, "messages"), (Kind::Completion, "prompt")] {
+        if let Ok((body, context)) = adapt_request(payload, kind, &settings, "m") {
+            let value: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => panic!("adapt_request returned invalid JSON ({e}): {body:?}"),
+            };
+            let Value::Object(map) = value else {
+                panic!("adapt_request returned a non-object: {value:?}")
+            };
+            assert!(map.get(field).is_some_and(|v| !v.is_null()), "{field} missing: {map:?}");
+            assert_eq!(map.get("stream"), Some(&Value::Bool(context.stream)));
+            assert!(!map.contains_key("baseten") && !map.contains_key("model"));
+            assert_eq!(context.kind, kind);
+        }
+    }
+});
