@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// Time allowed to receive a whole request body, in milliseconds (408 past it), so a
     /// client that stalls mid-body cannot hold a connection and its buffer. Default 60 000.
     pub body_read_timeout_ms: Option<u64>,
+    /// Time allowed to receive a request's headers, in milliseconds; a slower client's
+    /// connection is closed. Default 30 000.
+    pub header_read_timeout_ms: Option<u64>,
     /// On SIGTERM/SIGINT, how long requests and streams in flight may run before their
     /// connections are closed, in milliseconds. Default 30 000.
     pub drain_timeout_ms: Option<u64>,
@@ -228,6 +231,13 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// Whether any key is written in the file itself (`key = "..."`), so that the file is a
+    /// secret to protect.
+    pub fn has_literal_keys(&self) -> bool {
+        let admin = self.admin.iter().flat_map(|a| &a.keys);
+        self.auth.keys.iter().chain(admin).any(|k| k.key.is_some())
+    }
+
     /// Reads and parses `path`. Syntax errors and unknown keys come with their line and column.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();

@@ -202,13 +202,20 @@ async fn serve_worker(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let drain_timeout = state.registry().drain_timeout;
+    let registry = state.registry();
+    let (drain_timeout, header_read_timeout) =
+        (registry.drain_timeout, registry.header_read_timeout);
+    drop(registry);
     // Idle engine connections are closed before engines' keep-alive timeouts even when no
     // request comes to notice them.
     let sweeper = tokio::spawn(state.upstream.clone().sweep_forever());
-    server::serve(connections, shutdown, drain_timeout, move |request| {
-        router::handle(state.clone(), request)
-    })
+    server::serve_with(
+        connections,
+        shutdown,
+        drain_timeout,
+        header_read_timeout,
+        move |request| router::handle(state.clone(), request),
+    )
     .await;
     sweeper.abort();
 }

@@ -216,6 +216,9 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(
                 config.server.listen = listen;
             }
             let registry = config.validate(&name).map_err(|e| e.to_string())?;
+            if config.has_literal_keys() {
+                warn_if_readable_by_others(path);
+            }
             Live::from_file(registry, path.clone(), text)
         }
         None => {
@@ -343,6 +346,24 @@ async fn deployments(
         _ => println!("{answer}"),
     }
     Ok(())
+}
+
+/// A config file with keys in it should be readable by its owner only.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} holds keys in plain text and is readable by others (mode {:o}): chmod 600 it, or use key_env / key_file",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
+    }
 }
 
 /// SIGHUP, as a stream (empty where there is no such signal).

@@ -359,7 +359,14 @@ fn resolve<'r>(
     let model = registry
         .model(&routing.model_id)
         .filter(|_| caller.allows(&routing.model_id))
-        .ok_or_else(|| ApiError::model_not_found(&routing.model_id))?;
+        .ok_or_else(|| {
+            let e = ApiError::model_not_found(&routing.model_id);
+            if routing.from_model_name {
+                e.with_param("model")
+            } else {
+                e
+            }
+        })?;
     let deployment_id = routing
         .deployment_id
         .as_deref()

@@ -32,6 +32,8 @@ pub struct Registry {
     pub max_request_bytes: u64,
     /// Time allowed to receive a request body.
     pub body_read_timeout: Duration,
+    /// Time allowed to receive a request's headers.
+    pub header_read_timeout: Duration,
     /// How long requests in flight may run after a stop was requested.
     pub drain_timeout: Duration,
     /// How long new connections are still accepted after a stop was requested.
@@ -411,6 +413,12 @@ impl Config {
         let body_read_timeout =
             Duration::from_millis(self.server.body_read_timeout_ms.unwrap_or(60_000).max(1));
         let drain_timeout = Duration::from_millis(self.server.drain_timeout_ms.unwrap_or(30_000));
+        let header_read_timeout = self
+            .server
+            .header_read_timeout_ms
+            .map_or(crate::server::HEADER_READ_TIMEOUT, |ms| {
+                Duration::from_millis(ms.max(1))
+            });
         let drain_delay = Duration::from_millis(self.server.drain_delay_ms.unwrap_or(0));
         let keys = Keys::new(keys);
         let admin = self.admin.as_ref().map(validate_admin).transpose()?;
@@ -423,6 +431,7 @@ impl Config {
             drain_timeout,
             drain_delay,
             body_read_timeout,
+            header_read_timeout,
             workers,
             keys,
             created,

@@ -27,8 +27,10 @@ pub const MAX_ERROR_BODY: usize = 64 << 10;
 /// Time allowed to read an engine's error body.
 const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Response headers that describe the engine's connection, or that Bridge sets itself.
-const STRIP_RESPONSE: [HeaderName; 7] = [
+/// Response headers that describe the engine's connection, that Bridge sets itself, or that
+/// would mislead Bridge's clients (the engine's cookies, its alternative services, its auth
+/// challenges and security policies are about the engine, not about Bridge).
+const STRIP_RESPONSE: [HeaderName; 12] = [
     header::CONNECTION,
     header::TRANSFER_ENCODING,
     header::CONTENT_LENGTH,
@@ -36,7 +38,15 @@ const STRIP_RESPONSE: [HeaderName; 7] = [
     header::TRAILER,
     header::DATE,
     header::SERVER,
+    header::SET_COOKIE,
+    header::ALT_SVC,
+    header::WWW_AUTHENTICATE,
+    header::PROXY_AUTHENTICATE,
+    header::STRICT_TRANSPORT_SECURITY,
 ];
+
+/// More engine response headers that are connection-scoped under other names.
+const STRIP_RESPONSE_NAMED: [&str; 3] = ["keep-alive", "proxy-connection", "x-request-id"];
 
 /// Builds the client's response from the engine's.
 /// `heartbeat`: send `: ping` comments on streams after this much engine silence.
@@ -52,16 +62,17 @@ pub async fn relay(
         body.settle();
         return Err(engine_error(parts.status, &parts.headers, body).await);
     }
-    for name in &STRIP_RESPONSE {
-        parts.headers.remove(name);
-    }
-    parts.headers.remove("keep-alive");
-    parts.headers.remove("x-request-id");
+    strip_response_headers(&mut parts.headers);
     let is_sse = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+    if is_sse && is_compressed(&parts.headers) {
+        // Bridge asks for identity; a compressed stream cannot be scanned, and Bridge never
+        // inflates (so a compression bomb has nothing to explode in).
+        return Err(compressed_stream());
+    }
     let body = if is_sse {
         mark_sse(&mut parts.headers);
         ResBody::Sse(Box::new(StreamRelay::new(
@@ -76,6 +87,39 @@ pub async fn relay(
         ResBody::Upstream(body)
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Removes hop-by-hop and misleading headers from an engine's response (those the engine
+/// listed in its own `Connection` header too).
+pub(crate) fn strip_response_headers(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in STRIP_RESPONSE.iter().chain(&listed) {
+        headers.remove(name);
+    }
+    for name in STRIP_RESPONSE_NAMED {
+        headers.remove(name);
+    }
+}
+
+/// Whether the engine compressed its answer despite `accept-encoding: identity`.
+pub(crate) fn is_compressed(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"))
+}
+
+pub(crate) fn compressed_stream() -> ApiError {
+    ApiError::bad_gateway(
+        "the engine compressed its answer although Bridge asked for none (accept-encoding: identity)",
+    )
+    .with_code("upstream_compressed")
 }
 
 /// Headers of every relayed stream: no caching, and no buffering by a proxy in front of Bridge

@@ -19,6 +19,11 @@ use crate::proxy::forward;
 use crate::registry::{Endpoint, Model, Registry};
 use crate::AppState;
 
+/// Most request headers accepted (431 past it).
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of request header names and values accepted (431 past it).
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
 /// Longest client-supplied `x-request-id` kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -95,6 +100,13 @@ async fn dispatch(
     };
     let method = request.method().clone();
     let result = match route_for(path) {
+        _ if request.headers().len() > MAX_HEADERS => Err(headers_too_large(format!(
+            "the request has {} headers; at most {MAX_HEADERS} are accepted",
+            request.headers().len()
+        ))),
+        _ if header_bytes(request.headers()) > MAX_HEADER_BYTES => Err(headers_too_large(format!(
+            "the request headers are larger than {MAX_HEADER_BYTES} bytes"
+        ))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -138,6 +150,22 @@ fn health(state: &AppState) -> Response<ResBody> {
         return response;
     }
     Response::new(ResBody::full("ok"))
+}
+
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
+}
+
+fn headers_too_large(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "invalid_request_error",
+        message,
+    )
+    .with_code("request_headers_too_large")
 }
 
 fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiError {

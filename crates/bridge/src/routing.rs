@@ -160,7 +160,12 @@ struct Baseten<'a> {
 
 fn from_baseten(raw: &[u8]) -> Result<Routing, ApiError> {
     // Fast path: well-formed routing. Anything else goes the slow way, which names the mistake.
-    if let Ok(fast) = serde_json::from_slice::<Baseten<'_>>(raw) {
+    // Only for an object: serde would also take `["m"]` as a struct written as a sequence.
+    let object = raw.trim_ascii_start().starts_with(b"{");
+    if let Some(fast) = object
+        .then(|| serde_json::from_slice::<Baseten<'_>>(raw).ok())
+        .flatten()
+    {
         let valid = |id: &str| !id.is_empty() && id.len() <= MAX_ID_LEN;
         if valid(&fast.model_id) && fast.deployment_id.as_deref().is_none_or(valid) {
             return Ok(Routing {

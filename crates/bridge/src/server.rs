@@ -19,8 +19,11 @@ use tracing::{debug, info, warn};
 
 use crate::body::BoxError;
 
-/// How long a client may take to send its request headers.
+/// How long a client may take to send its request headers, by default.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most header lines hyper parses; Bridge refuses more than
+/// [`crate::router::MAX_HEADERS`] itself, with an error body, before this hard limit applies.
+const PARSE_MAX_HEADERS: usize = 1024;
 /// How long in-flight requests may run after a stop was requested, by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -91,10 +94,35 @@ pub async fn serve<F, Fut, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    serve_with(
+        connections,
+        shutdown,
+        drain_timeout,
+        HEADER_READ_TIMEOUT,
+        handler,
+    )
+    .await;
+}
+
+/// [`serve`], closing connections whose request headers take longer than
+/// `header_read_timeout` to arrive (slow-loris clients).
+pub async fn serve_with<F, Fut, B>(
+    connections: impl Into<Connections>,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+    header_read_timeout: Duration,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
+        .max_headers(PARSE_MAX_HEADERS)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut connections = connections.into();

@@ -36,9 +36,16 @@ pub struct SseScanner {
     usage: Option<(u64, u64)>,
 }
 
-/// An event (or line) longer than [`MAX_EVENT_BYTES`].
+/// Why a stream cannot be relayed further.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventTooLarge;
+pub enum ScanError {
+    /// An event (or line) longer than [`MAX_EVENT_BYTES`].
+    EventTooLarge,
+    /// Bytes that are not UTF-8 (the SDKs would fail on them with a raw decode error).
+    InvalidUtf8,
+}
+
+pub use ScanError::EventTooLarge;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Kind {
@@ -91,7 +98,7 @@ impl SseScanner {
     }
 
     /// Feeds one chunk from the engine and appends what should be sent to the client to `out`.
-    pub fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), EventTooLarge> {
+    pub fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ScanError> {
         let buf = if self.partial.is_empty() {
             chunk
         } else {
@@ -103,6 +110,7 @@ impl SseScanner {
             }
             self.partial.split().freeze()
         };
+        check_utf8(&buf)?;
         let (mut run_start, mut pos) = (0, 0);
         while let Some(end) = event_end(&buf, pos) {
             match classify(&buf[pos..end]) {
@@ -137,7 +145,7 @@ impl SseScanner {
         self.check_partial()
     }
 
-    fn check_partial(&self) -> Result<(), EventTooLarge> {
+    fn check_partial(&self) -> Result<(), ScanError> {
         if self.partial.len() > MAX_EVENT_BYTES {
             Err(EventTooLarge)
         } else {
@@ -178,6 +186,18 @@ impl SseScanner {
                 }
             }
         }
+    }
+}
+
+/// Fails on bytes that can never be UTF-8; a character cut at the end of `buf` may still be
+/// completed by the next chunk. SIMD validation: a pass at many GB/s.
+fn check_utf8(buf: &[u8]) -> Result<(), ScanError> {
+    if simdutf8::basic::from_utf8(buf).is_ok() {
+        return Ok(());
+    }
+    match std::str::from_utf8(buf) {
+        Err(e) if e.error_len().is_some() => Err(ScanError::InvalidUtf8),
+        _ => Ok(()),
     }
 }
 
@@ -363,11 +383,15 @@ impl StreamAdapter for SseScanner {
     }
 
     fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
-        SseScanner::feed(self, chunk, out).map_err(|EventTooLarge| {
-            ApiError::bad_gateway(format!(
+        SseScanner::feed(self, chunk, out).map_err(|e| match e {
+            ScanError::EventTooLarge => ApiError::bad_gateway(format!(
                 "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
             ))
-            .with_code("upstream_event_too_large")
+            .with_code("upstream_event_too_large"),
+            ScanError::InvalidUtf8 => {
+                ApiError::bad_gateway("the engine sent bytes that are not UTF-8 in its stream")
+                    .with_code("upstream_invalid_utf8")
+            }
         })
     }
 

@@ -32,8 +32,18 @@ const STRIP_REQUEST: [HeaderName; 12] = [
     header::COOKIE,
 ];
 
-/// More request headers that carry credentials or connection state under other names.
-const STRIP_REQUEST_NAMED: [&str; 4] = ["keep-alive", "proxy-connection", "api-key", "x-api-key"];
+/// More request headers that carry credentials or connection state under other names, or
+/// that claim things about the client no engine should trust (`forwarded`, `x-real-ip`, and
+/// every `x-forwarded-*`, which any client can forge; Bridge adds none: engines do not need
+/// the caller's address).
+const STRIP_REQUEST_NAMED: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "api-key",
+    "x-api-key",
+    "forwarded",
+    "x-real-ip",
+];
 
 /// A worker's way to its engines.
 #[derive(Clone, Debug, Default)]
@@ -110,6 +120,7 @@ pub fn upstream_headers(
         let stripped = STRIP_REQUEST.contains(name)
             || STRIP_REQUEST_NAMED.contains(&name.as_str())
             || name == "x-request-id"
+            || name.as_str().starts_with("x-forwarded-")
             || listed.contains(name);
         if !stripped {
             out.append(name.clone(), value.clone());

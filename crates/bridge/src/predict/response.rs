@@ -53,6 +53,9 @@ pub async fn relay(
         body.settle();
         return Err(engine_error(parts.status, &parts.headers, body).await);
     }
+    if crate::relay::is_compressed(&parts.headers) {
+        return Err(crate::relay::compressed_stream());
+    }
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
