@@ -9,6 +9,13 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
+echo "== supply chain (cargo deny: licenses, bans, sources; see deny.toml)"
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "installing cargo-deny from crates.io (once; a few minutes)"
+  cargo install --locked cargo-deny@0.20.2
+fi
+cargo deny --log-level error check licenses bans sources
+
 echo "== Rust tests (unit, integration over loopback sockets)"
 cargo test --locked
 
