@@ -32,11 +32,18 @@ impl Member {
     /// the common case is a byte comparison; an escaped key is decoded to be safe, because
     /// `"bas\u0065ten"` is the same key to every JSON parser the engine might use.
     pub fn key_is(&self, body: &[u8], name: &str) -> bool {
+        self.key(body).as_ref() == name.as_bytes()
+    }
+
+    /// The key, unescaped (borrowed from `body` in the usual case of a key without escapes),
+    /// for comparing one member with several names at the cost of one look for escapes.
+    pub fn key<'b>(&self, body: &'b [u8]) -> std::borrow::Cow<'b, [u8]> {
         let raw = &body[self.key.start + 1..self.key.end - 1];
         if !raw.contains(&b'\\') {
-            return raw == name.as_bytes();
+            return std::borrow::Cow::Borrowed(raw);
         }
-        serde_json::from_slice::<String>(&body[self.key.clone()]).is_ok_and(|k| k == name)
+        let decoded = serde_json::from_slice::<String>(&body[self.key.clone()]).unwrap_or_default();
+        std::borrow::Cow::Owned(decoded.into_bytes())
     }
 
     /// The byte range to cut so that this member disappears and the rest stays valid JSON:

@@ -56,17 +56,17 @@ pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
     let mut model = None;
     let (mut stream, mut stream_options) = (false, false);
     let scanned = scan_members(body, |m| {
-        if m.key_is(body, "baseten") {
-            if baseten.is_some() {
-                return Err(JsonError::Refused("duplicate baseten"));
+        match m.key(body).as_ref() {
+            b"baseten" => {
+                if baseten.is_some() {
+                    return Err(JsonError::Refused("duplicate baseten"));
+                }
+                baseten = Some(m);
             }
-            baseten = Some(m);
-        } else if m.key_is(body, "model") {
-            model = Some(m);
-        } else if m.key_is(body, "stream") {
-            stream = &body[m.value.clone()] == b"true";
-        } else if m.key_is(body, "stream_options") {
-            stream_options = true;
+            b"model" => model = Some(m),
+            b"stream" => stream = &body[m.value.clone()] == b"true",
+            b"stream_options" => stream_options = true,
+            _ => {}
         }
         Ok(())
     });
@@ -110,14 +110,12 @@ pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError
     let mut model = None;
     let (mut stream, mut stream_options) = (false, false);
     scan_members(body, |m| {
-        if m.key_is(body, "baseten") {
-            baseten = Some(m);
-        } else if m.key_is(body, "model") {
-            model = Some(m);
-        } else if m.key_is(body, "stream") {
-            stream = &body[m.value.clone()] == b"true";
-        } else if m.key_is(body, "stream_options") {
-            stream_options = true;
+        match m.key(body).as_ref() {
+            b"baseten" => baseten = Some(m),
+            b"model" => model = Some(m),
+            b"stream" => stream = &body[m.value.clone()] == b"true",
+            b"stream_options" => stream_options = true,
+            _ => {}
         }
         Ok(())
     })?;
