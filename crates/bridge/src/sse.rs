@@ -28,6 +28,8 @@ pub struct SseScanner {
     pub done: bool,
     /// An engine error event was relayed (rewritten).
     pub errored: bool,
+    /// The stream's last, unfinished event was not UTF-8 (dropped).
+    pub invalid_utf8: bool,
     /// Drop the engine's usage chunk (Bridge asked for it; the client did not).
     strip_usage: bool,
     /// Content events seen since [`StreamAdapter::take_events`] last asked.
@@ -160,6 +162,13 @@ impl SseScanner {
     pub fn finish(&mut self, out: &mut VecDeque<Bytes>) {
         if self.partial.iter().all(u8::is_ascii_whitespace) {
             self.partial.clear();
+            return;
+        }
+        // Held back while incomplete, it was never checked: at the end a cut character is as
+        // invalid as a bad byte (found by fuzzing).
+        if simdutf8::basic::from_utf8(&self.partial).is_err() {
+            self.partial.clear();
+            self.invalid_utf8 = true;
             return;
         }
         let mut event = self.partial.split();
@@ -371,6 +380,11 @@ fn rewrite_error(event: &[u8]) -> Bytes {
     ApiError::from_engine(status, &data).sse_data()
 }
 
+fn invalid_utf8() -> ApiError {
+    ApiError::bad_gateway("the engine sent bytes that are not UTF-8 in its stream")
+        .with_code("upstream_invalid_utf8")
+}
+
 /// The OpenAI relay: events pass through as they are (engine errors rewritten), and a stream
 /// that did not end with `[DONE]` gets an in-band error.
 impl StreamAdapter for SseScanner {
@@ -388,10 +402,7 @@ impl StreamAdapter for SseScanner {
                 "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
             ))
             .with_code("upstream_event_too_large"),
-            ScanError::InvalidUtf8 => {
-                ApiError::bad_gateway("the engine sent bytes that are not UTF-8 in its stream")
-                    .with_code("upstream_invalid_utf8")
-            }
+            ScanError::InvalidUtf8 => invalid_utf8(),
         })
     }
 
@@ -400,7 +411,9 @@ impl StreamAdapter for SseScanner {
         if self.done {
             return;
         }
-        if self.errored {
+        if self.invalid_utf8 {
+            out.push_back(invalid_utf8().sse_event());
+        } else if self.errored {
             // The engine reported its own error; only the end marker is missing.
             out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
         } else {

@@ -172,3 +172,23 @@ fn usage_at_the_end_of_a_json_answer_is_found_even_with_decoys() {
         "cut before the key"
     );
 }
+
+/// Found by fuzzing (fuzz/regressions/sse): a last event held back while incomplete was relayed
+/// by `finish` without its bytes being checked.
+#[test]
+fn an_unfinished_last_event_that_is_not_utf8_never_reaches_the_client() {
+    for chunks in [
+        &[&b"data:[]\n\xc8"[..]][..],
+        &[&b"data: {\"a\":1}\n\ndata: {\"b\":"[..], &b"\xff}"[..]][..],
+    ] {
+        let mut scanner = SseScanner::default();
+        let mut out = VecDeque::new();
+        for chunk in chunks {
+            let _ = scanner.feed(Bytes::copy_from_slice(chunk), &mut out);
+        }
+        StreamAdapter::finish(&mut scanner, &mut out);
+        let text: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+        assert!(std::str::from_utf8(&text).is_ok(), "{text:?}");
+        assert!(String::from_utf8_lossy(&text).contains("upstream_invalid_utf8"));
+    }
+}
