@@ -268,18 +268,7 @@ fn model_view(model: &Model) -> Value {
 
 /// A deployment with its state, replica addresses included (operators only).
 fn deployment_view(model: &Model, d: &Deployment) -> Value {
-    let replicas: Vec<Value> = d
-        .replicas
-        .iter()
-        .map(|r| {
-            json!({
-                "url": r.base,
-                "healthy": r.state.is_healthy(),
-                "ejected": r.state.is_ejected(),
-                "in_flight": r.state.outstanding(),
-            })
-        })
-        .collect();
+    let replicas: Vec<Value> = d.replicas.iter().map(|r| r.status(true)).collect();
     json!({
         "id": d.id,
         "api": d.api,

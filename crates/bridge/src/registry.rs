@@ -255,6 +255,19 @@ impl Replica {
             .map_err(|e| format!("health_path '{path}': {e}"))
     }
 
+    /// Health, ejection and load as JSON, with the address only for operators.
+    pub fn status(&self, with_address: bool) -> serde_json::Value {
+        let mut status = serde_json::json!({
+            "healthy": self.state.is_healthy(),
+            "ejected": self.state.is_ejected(),
+            "in_flight": self.state.outstanding(),
+        });
+        if with_address {
+            status["url"] = self.base.clone().into();
+        }
+        status
+    }
+
     pub fn uri(&self, endpoint: Endpoint) -> Uri {
         self.uris[endpoint as usize].clone()
     }

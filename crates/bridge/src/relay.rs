@@ -95,13 +95,7 @@ pub async fn relay(
 /// Only the names present are removed (usually `date`, `server`, `content-length`): removing
 /// every unwanted name in turn would hash 15 names per response.
 pub(crate) fn strip_response_headers(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let listed = crate::upstream::connection_listed(headers);
     let present: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {

@@ -205,18 +205,8 @@ fn model_object(model: &Model, created: u64) -> Value {
         .values()
         .map(|d| {
             // Replica state without addresses: clients may read this list, and a replica's
-            // address is the operator's business (it is in `/metrics`).
-            let replica_state: Vec<Value> = d
-                .replicas
-                .iter()
-                .map(|r| {
-                    json!({
-                        "healthy": r.state.is_healthy(),
-                        "ejected": r.state.is_ejected(),
-                        "in_flight": r.state.outstanding(),
-                    })
-                })
-                .collect();
+            // address is the operator's business (it is in `/metrics` and the admin API).
+            let replica_state: Vec<Value> = d.replicas.iter().map(|r| r.status(false)).collect();
             json!({
                 "id": d.id,
                 "api": match d.api { crate::config::Api::Openai => "openai", crate::config::Api::Predict => "predict" },

@@ -107,14 +107,7 @@ pub fn upstream_headers(
     upstream_auth: Option<&HeaderValue>,
     content_length: u64,
 ) -> HeaderMap {
-    // Headers the client listed in `Connection` are hop-by-hop too (rare: only then parsed).
-    let listed: Vec<HeaderName> = client
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let listed = connection_listed(client);
     let mut out = HeaderMap::with_capacity(client.len() + 4);
     for (name, value) in client {
         let stripped = STRIP_REQUEST.contains(name)
@@ -137,6 +130,17 @@ pub fn upstream_headers(
         out.insert(header::AUTHORIZATION, auth.clone());
     }
     out
+}
+
+/// The headers a message's `Connection` header lists: hop-by-hop too (rare: only then parsed).
+pub(crate) fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// Builds a request to `uri` with the prepared headers.

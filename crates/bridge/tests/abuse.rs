@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
@@ -87,33 +84,15 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test]
 async fn abusive_engines_are_bounded_and_reported_with_little_memory() {
     let engine = abusive_engine().await;
-    let dir = std::env::temp_dir().join(format!("bridge-abuse-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bridge.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let bridge = BridgeProcess::start(
+        "abuse",
+        &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
             one_model(&engine.server.base())
         ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+        false,
+    );
+    let base = bridge.base.clone();
     let url = format!("{base}/v1/direct/chat/completions");
     let ask = |case: &str, stream: bool| {
         let mut body = chat("m");
@@ -162,10 +141,8 @@ async fn abusive_engines_are_bounded_and_reported_with_little_memory() {
     assert_eq!(compressed.status, 502);
     assert_eq!(compressed.error()["code"], "upstream_compressed");
 
-    let peak = peak_rss_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    std::fs::remove_dir_all(&dir).ok();
+    let peak = peak_rss_kib(bridge.child.id());
+    drop(bridge);
     // 256 MiB passed through and a 64 MiB line was refused at 8 MiB: the peak stays far below.
     assert!(peak < 64 * 1024, "bridge peaked at {peak} KiB");
 }

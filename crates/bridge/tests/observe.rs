@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -195,35 +194,15 @@ async fn usage_injection_can_be_turned_off_per_deployment() {
 #[tokio::test]
 async fn each_request_writes_one_log_line_without_the_key() {
     let engine = Sim::start().await;
-    let dir = std::env::temp_dir().join(format!("bridge-logs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bridge.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let mut bridge = BridgeProcess::start(
+        "logs",
+        &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\n{}",
             config(&engine)
         ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+        true,
+    );
+    let base = bridge.base.clone();
     let url = format!("{base}/v1/direct/chat/completions");
     let auth = [
         ("authorization", "Bearer sk-observe-secret-1234"),
@@ -233,19 +212,16 @@ async fn each_request_writes_one_log_line_without_the_key() {
     stream["stream"] = json!(true);
     stream["messages"] = json!([{"role": "user", "content": "a secret prompt"}]);
     assert_eq!(post_with(&url, stream, &auth).await.status, 200);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    bridge.terminate();
     let mut logs = String::new();
-    child
+    bridge
+        .child
         .stderr
         .take()
         .unwrap()
         .read_to_string(&mut logs)
         .unwrap();
-    child.wait().unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    bridge.child.wait().unwrap();
 
     assert!(!logs.contains(KEY), "the key is in the logs:\n{logs}");
     assert!(

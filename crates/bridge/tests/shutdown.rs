@@ -3,60 +3,37 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 
-/// Starts the `bridge` binary with `server` settings and one model at `engine`; returns the
-/// process, its base URL and its temporary directory.
-fn spawn_bridge(name: &str, server: &str, engine: &Running) -> (Child, String, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("bridge-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bridge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{}",
-            one_model(&engine.base())
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    (child, base, dir)
+/// The `bridge` binary with `server` settings and one model at `engine`.
+fn spawn_bridge(name: &str, server: &str, engine: &Running) -> BridgeProcess {
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{}",
+        one_model(&engine.base())
+    );
+    BridgeProcess::start(name, &config, false)
 }
 
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+/// Waits for the process to exit by itself and checks it succeeded.
+async fn exits_cleanly(mut bridge: BridgeProcess) {
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = bridge.child.wait();
+        (status, bridge)
+    })
+    .await
+    .unwrap();
+    let status = exited.0.unwrap();
+    assert!(status.success(), "bridge exited with {status}");
 }
 
 #[tokio::test]
 async fn sigterm_during_50_open_streams_lets_all_of_them_finish() {
     let engine = Sim::start().await;
-    let (mut child, base, dir) = spawn_bridge("drain", "", &engine);
-    let addr: std::net::SocketAddr = base.strip_prefix("http://").unwrap().parse().unwrap();
+    let bridge = spawn_bridge("drain", "", &engine);
+    let (base, addr) = (bridge.base.clone(), bridge.addr());
 
     // 50 streams of 20 chunks 50 ms apart (about a second each), all under way.
     let mut request = chat("m");
@@ -74,7 +51,7 @@ async fn sigterm_during_50_open_streams_lets_all_of_them_finish() {
         streams.push((first.to_vec(), body));
     }
 
-    sigterm(&child);
+    bridge.terminate();
     // New connections are refused once the stop began.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
@@ -101,19 +78,14 @@ async fn sigterm_during_50_open_streams_lets_all_of_them_finish() {
             "stream {i} lost events"
         );
     }
-    let exited = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exited.success(), "bridge exited with {exited}");
-    std::fs::remove_dir_all(&dir).ok();
+    exits_cleanly(bridge).await;
 }
 
 #[tokio::test]
 async fn during_the_drain_delay_health_is_503_and_new_requests_are_still_served() {
     let engine = Sim::start().await;
-    let (mut child, base, dir) = spawn_bridge("delay", "drain_delay_ms = 1500", &engine);
-    let addr: std::net::SocketAddr = base.strip_prefix("http://").unwrap().parse().unwrap();
+    let bridge = spawn_bridge("delay", "drain_delay_ms = 1500", &engine);
+    let (base, addr) = (bridge.base.clone(), bridge.addr());
     let mut request = chat("m");
     request["stream"] = json!(true);
     request["simulate"] = json!({"chunks": 40, "gap_ms": 50});
@@ -122,7 +94,7 @@ async fn during_the_drain_delay_health_is_503_and_new_requests_are_still_served(
     let mut received = next_chunk(&mut stream).await.unwrap().to_vec();
     assert_eq!(get(&format!("{base}/health"), &[]).await.status, 200);
 
-    sigterm(&child);
+    bridge.terminate();
     // The signal takes a moment to arrive; health turns within the delay.
     let mut health = get(&format!("{base}/health"), &[]).await;
     for _ in 0..20 {
@@ -157,10 +129,5 @@ async fn during_the_drain_delay_health_is_503_and_new_requests_are_still_served(
         text.ends_with("data: [DONE]\n\n") && !text.contains("\"error\""),
         "{text}"
     );
-    let exited = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exited.success(), "bridge exited with {exited}");
-    std::fs::remove_dir_all(&dir).ok();
+    exits_cleanly(bridge).await;
 }

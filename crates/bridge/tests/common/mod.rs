@@ -232,6 +232,80 @@ impl Bridge {
     }
 }
 
+/// A real `bridge serve` process over a config file of its own; killed when dropped (unless
+/// the test stopped it first).
+pub struct BridgeProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, as the process announced it.
+    pub base: String,
+    pub dir: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+}
+
+impl BridgeProcess {
+    /// Starts `bridge serve --config` with `config` (which should listen on port 0), its
+    /// stderr piped when `capture_logs`.
+    pub fn start(name: &str, config: &str, capture_logs: bool) -> BridgeProcess {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = std::env::temp_dir().join(format!(
+            "bridge-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bridge.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(if capture_logs {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("bridge did not start: {line}"))
+            .to_string();
+        BridgeProcess {
+            child,
+            base,
+            dir,
+            config: path,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.base.strip_prefix("http://").unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Bridge and its admin API, in-process, serving the config file at `path` (watched for
 /// changes, edited by the admin API). The file's `[admin]` listen address is not used: the
 /// admin API gets its own port-0 listener.
