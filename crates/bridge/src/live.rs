@@ -77,13 +77,42 @@ impl Live {
             .map_or_else(|| "config".to_string(), |p| p.display().to_string());
         let current = self.load();
         let mut config = Config::parse(text, &name).map_err(|e| e.to_string())?;
-        // The listener cannot move while serving: keep the address in force.
+        // Listeners cannot move while serving: keep the addresses in force, so that rules that
+        // depend on them (admin keys off loopback) are judged against what is really bound.
         config.server.listen = Some(current.listen.to_string());
+        match (&current.admin, &mut config.admin) {
+            (Some(bound), Some(admin)) => admin.listen = Some(bound.listen.to_string()),
+            (None, admin @ Some(_)) => {
+                tracing::warn!("[admin] added in {name}: restart Bridge to start the admin API");
+                *admin = None;
+            }
+            (Some(_), None) => {
+                tracing::warn!("[admin] removed in {name}: the admin API answers 404 until a restart closes it");
+            }
+            (None, None) => {}
+        }
         let next = config
             .validate_after(&name, Some(&current))
             .map_err(|e| e.to_string())?;
-        if next.workers != current.workers {
-            tracing::warn!("server.workers changed in {name}: restart Bridge to apply it");
+        let restart_needed = [
+            ("server.workers", next.workers != current.workers),
+            (
+                "server.header_read_timeout_ms",
+                next.header_read_timeout != current.header_read_timeout,
+            ),
+            (
+                "server.drain_timeout_ms",
+                next.drain_timeout != current.drain_timeout,
+            ),
+            (
+                "server.drain_delay_ms",
+                next.drain_delay != current.drain_delay,
+            ),
+        ];
+        for (setting, changed) in restart_needed {
+            if changed {
+                tracing::warn!("{setting} changed in {name}: restart Bridge to apply it");
+            }
         }
         Ok(next)
     }
@@ -102,6 +131,18 @@ impl Live {
 
     /// Re-reads the config file and installs it if it changed. `Ok(false)`: nothing to do.
     pub async fn reload(&self) -> Result<bool, String> {
+        self.reload_from_file(false, None).await
+    }
+
+    /// Re-reads the config file and installs it even if its text did not change, re-reading
+    /// keys from their environment variables and files (SIGHUP after rotating a key).
+    pub async fn reload_all(&self) -> Result<bool, String> {
+        self.reload_from_file(true, None).await
+    }
+
+    /// `settled`: install only if the file still reads as this text (the watch reads it twice,
+    /// a second apart, so that a file caught half-written is never installed).
+    async fn reload_from_file(&self, force: bool, settled: Option<&str>) -> Result<bool, String> {
         let Some(path) = &self.path else {
             return Ok(false);
         };
@@ -109,7 +150,10 @@ impl Live {
         let text = tokio::fs::read_to_string(path)
             .await
             .map_err(|e| format!("{}: cannot read the file: {e}", path.display()))?;
-        if text == self.text() {
+        if !force && text == self.text() {
+            return Ok(false);
+        }
+        if settled.is_some_and(|s| s != text) {
             return Ok(false);
         }
         let registry = self.prepare(&text)?;
@@ -121,9 +165,25 @@ impl Live {
     /// reported once per distinct content and the table in force stays.
     pub async fn watch_file(self: Arc<Self>) {
         let mut last_error = String::new();
+        // A changed text is installed when two reads a second apart agree.
+        let mut seen: Option<String> = None;
         loop {
             tokio::time::sleep(WATCH_EVERY).await;
-            match self.reload().await {
+            let Some(path) = &self.path else {
+                return;
+            };
+            let Ok(text) = tokio::fs::read_to_string(path).await else {
+                continue;
+            };
+            if text == self.text() {
+                seen = None;
+                continue;
+            }
+            if seen.as_deref() != Some(text.as_str()) {
+                seen = Some(text);
+                continue;
+            }
+            match self.reload_from_file(false, seen.as_deref()).await {
                 Ok(true) => {
                     last_error.clear();
                     tracing::info!("configuration reloaded");
@@ -175,12 +235,21 @@ impl Live {
 /// Writes `text` to a temporary file beside `path`, then renames it over `path`: readers see
 /// the old file or the new one, never half of one.
 async fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
     let mut temp = path.as_os_str().to_owned();
     temp.push(format!(".tmp-{}", std::process::id()));
     let temp = PathBuf::from(temp);
-    tokio::fs::write(&temp, text).await?;
+    // Readable by the owner only while it is written (it may hold keys), then given the
+    // operator's permissions; synced before the rename so a crash leaves the old or new file.
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&temp).await?;
+    file.write_all(text.as_bytes()).await?;
+    file.sync_all().await?;
+    drop(file);
     if let Ok(meta) = tokio::fs::metadata(path).await {
-        // Keep the operator's permissions (a file with keys may be 0600).
         let _ = tokio::fs::set_permissions(&temp, meta.permissions()).await;
     }
     match tokio::fs::rename(&temp, path).await {

@@ -268,7 +268,7 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(
                 let _ = stop.send(true);
                 break;
             }
-            Some(()) = hangups.recv() => match live.reload().await {
+            Some(()) = hangups.recv() => match live.reload_all().await {
                 Ok(true) => tracing::info!("configuration reloaded (SIGHUP)"),
                 Ok(false) => tracing::info!("SIGHUP: the configuration did not change"),
                 Err(e) => tracing::error!("configuration not reloaded, the one in force stays: {e}"),

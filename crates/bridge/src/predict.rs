@@ -96,6 +96,19 @@ pub fn settings(config: Option<&PredictConfig>) -> Result<PredictSettings, Strin
             ));
         }
     }
+    // A rename onto a field the adapter writes itself, or onto another forwarded field, would
+    // overwrite it depending on the client's key order.
+    for (from, to) in &config.rename {
+        let taken = ["messages", "prompt", "stream"].contains(&to.as_str())
+            || (to != from
+                && (request::FORWARDED.contains(&to.as_str()) || config.extra_fields.contains(to))
+                && !config.rename.contains_key(to));
+        if taken {
+            return Err(format!(
+                "predict.rename: '{from}' is renamed to '{to}', which the adapter already sends"
+            ));
+        }
+    }
     for field in &config.extra_fields {
         if request::is_bridge_field(field) {
             return Err(format!(

@@ -159,6 +159,19 @@ fn bad_predict_settings_are_config_errors() {
     assert!(bad(&[("messagez", "x")], &[]).contains("messagez"));
     assert!(bad(&[("top_p", "p"), ("temperature", "p")], &[]).contains("both"));
     assert!(bad(&[], &["tools"]).contains("tools"));
+    assert!(bad(&[("temperature", "top_p")], &[]).contains("already sends"));
+    assert!(bad(&[("max_tokens", "messages")], &[]).contains("already sends"));
+    // Swapping two names is fine: each is renamed.
+    assert!(settings(Some(&PredictConfig {
+        output_key: None,
+        rename: [
+            ("top_p".to_string(), "temperature".to_string()),
+            ("temperature".to_string(), "top_p".to_string())
+        ]
+        .into(),
+        extra_fields: vec![],
+    }))
+    .is_ok());
 }
 
 #[test]

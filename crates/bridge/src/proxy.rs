@@ -374,7 +374,8 @@ fn resolve<'r>(
     model
         .deployments
         .get(deployment_id)
-        .filter(|d| !d.retiring.load(Ordering::Relaxed))
+        // A retiring deployment takes no new requests, unless it became production again.
+        .filter(|d| d.id == model.production || !d.retiring.load(Ordering::Relaxed))
         .ok_or_else(|| {
             let e = ApiError::deployment_not_found(&model.id, deployment_id);
             if routing.from_model_name {

@@ -474,7 +474,11 @@ fn validate_model(
         let kept = before
             .whole
             .and_then(|m| m.deployments.get(&d.id))
-            .filter(|old| old.config == *d);
+            // Same settings and the same engine key as read now (a rotated key file or
+            // variable makes a new deployment).
+            .filter(|old| {
+                old.config == *d && engine_auth(d).ok().as_ref() == Some(&old.upstream_auth)
+            });
         let built = match kept {
             Some(old) => old.clone(),
             None => {
@@ -568,20 +572,7 @@ fn validate_deployment(
         (Api::Openai, None) => None,
         (Api::Predict, config) => Some(crate::predict::settings(config.as_ref())?),
     };
-    let key = secret(
-        "engine key",
-        None,
-        d.api_key_env.as_deref(),
-        d.api_key_file.as_deref(),
-    )?;
-    let upstream_auth = key
-        .map(|k| {
-            let mut v = HeaderValue::try_from(format!("Bearer {k}"))
-                .map_err(|_| "engine key has characters not allowed in a header".to_string())?;
-            v.set_sensitive(true);
-            Ok::<_, String>(v)
-        })
-        .transpose()?;
+    let upstream_auth = engine_auth(d)?;
     Ok(Deployment {
         id: d.id.clone(),
         model_id: model_id.to_string(),
@@ -624,6 +615,23 @@ fn validate_deployment(
         config: d.clone(),
         retiring: Default::default(),
     })
+}
+
+/// The `Authorization` value for a deployment's engine, read from its variable or file now.
+fn engine_auth(d: &DeploymentConfig) -> Result<Option<HeaderValue>, String> {
+    let key = secret(
+        "engine key",
+        None,
+        d.api_key_env.as_deref(),
+        d.api_key_file.as_deref(),
+    )?;
+    key.map(|k| {
+        let mut v = HeaderValue::try_from(format!("Bearer {k}"))
+            .map_err(|_| "engine key has characters not allowed in a header".to_string())?;
+        v.set_sensitive(true);
+        Ok(v)
+    })
+    .transpose()
 }
 
 fn validate_admin(admin: &AdminConfig) -> Result<AdminSettings, String> {

@@ -111,3 +111,42 @@ fn engine_key_from_file_becomes_bearer_header() {
     assert!(auth.is_sensitive());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_reload_keeps_unchanged_deployments_but_not_a_rotated_engine_key() {
+    let dir = std::env::temp_dir().join(format!("bridge-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("engine.key");
+    std::fs::write(&key, "old-key").unwrap();
+    let text = format!(
+        "{ONE}api_key_file = \"{}\"\n[[models.deployments]]\nid = \"other\"\nreplicas = [\"http://127.0.0.1:9/v1\"]\n[[models]]\nid = \"n\"\n[[models.deployments]]\nid = \"x\"\nreplicas = [\"http://127.0.0.1:8/v1\"]\n",
+        key.display()
+    )
+    .replace("id = \"m\"\n", "id = \"m\"\nproduction = \"d\"\n");
+    let config = Config::parse(&text, "t.toml").unwrap();
+    let first = config.validate("t.toml").unwrap();
+    let again = config.validate_after("t.toml", Some(&first)).unwrap();
+    let same = |r: &Registry, m: &str, d: &str| r.model(m).unwrap().deployments[d].clone();
+    assert!(Arc::ptr_eq(
+        &same(&first, "n", "x"),
+        &same(&again, "n", "x")
+    ));
+    assert!(Arc::ptr_eq(
+        &same(&first, "m", "d"),
+        &same(&again, "m", "d")
+    ));
+    std::fs::write(&key, "new-key").unwrap();
+    let rotated = config.validate_after("t.toml", Some(&again)).unwrap();
+    let d = same(&rotated, "m", "d");
+    assert!(
+        !Arc::ptr_eq(&same(&again, "m", "d"), &d),
+        "a rotated key must be read again"
+    );
+    assert_eq!(d.upstream_auth.as_ref().unwrap(), "Bearer new-key");
+    // Its replicas keep their state all the same.
+    assert!(Arc::ptr_eq(
+        &same(&again, "m", "d").replicas[0].state,
+        &d.replicas[0].state
+    ));
+    std::fs::remove_dir_all(dir).ok();
+}

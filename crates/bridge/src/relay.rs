@@ -203,6 +203,11 @@ pub trait StreamAdapter {
 
     /// The engine's usage report, once it came.
     fn take_usage(&mut self) -> Option<(u64, u64)>;
+
+    /// The answer is complete (`[DONE]` relayed) even if the engine's body has not ended.
+    fn is_complete(&self) -> bool {
+        false
+    }
 }
 
 /// A stream relayed through an adapter: never ends silently, whatever the engine does.
@@ -255,8 +260,10 @@ impl<A: StreamAdapter> StreamRelay<A> {
         })
     }
 
+    /// Ends the stream with an engine-side failure: the answer is over, not abandoned.
     fn fail(&mut self, error: ApiError) {
         self.finished = true;
+        self.upstream.settle();
         self.adapter.fail(error, &mut self.queue);
     }
 
@@ -264,6 +271,10 @@ impl<A: StreamAdapter> StreamRelay<A> {
     fn note(&mut self) {
         let events = self.adapter.take_events();
         let usage = self.adapter.take_usage();
+        if self.adapter.is_complete() {
+            // The client has the whole answer: leaving now is no cancellation.
+            self.upstream.settle();
+        }
         if let Some(record) = self.upstream.record() {
             record.events(events);
             if let Some((prompt, completion)) = usage {

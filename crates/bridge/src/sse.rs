@@ -388,6 +388,10 @@ fn invalid_utf8() -> ApiError {
 /// The OpenAI relay: events pass through as they are (engine errors rewritten), and a stream
 /// that did not end with `[DONE]` gets an in-band error.
 impl StreamAdapter for SseScanner {
+    fn is_complete(&self) -> bool {
+        self.done
+    }
+
     fn take_events(&mut self) -> u64 {
         std::mem::take(&mut self.events)
     }

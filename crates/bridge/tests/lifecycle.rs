@@ -382,6 +382,11 @@ async fn admin_routes_take_admin_keys_only() {
     )
     .await;
     assert_eq!(reply.status, 401);
+    // The API cannot pick which of the host's secrets go to which server.
+    let secret = json!({"id": "v8", "replicas": ["http://127.0.0.1:9/v1"], "api_key_env": "HOME"});
+    let refused = post_with(&admin.url("/v1/models/m/deployments"), secret, &[ADMIN]).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.error()["param"], "api_key_env");
     let bad = post_with(
         &admin.url("/v1/models/m/deployments"),
         json!({"id": "v9", "replicaz": []}),

@@ -277,3 +277,39 @@ async fn idle_engine_connections_are_closed_before_engine_keep_alive_timeouts() 
         .await
         .expect("Bridge kept an idle engine connection open");
 }
+
+#[tokio::test]
+async fn a_client_leaving_after_done_or_after_an_engine_fault_is_no_cancellation() {
+    // The engine sends a whole answer, then keeps its body open; or sends bytes that are not
+    // UTF-8. Either way the client's answer is over when it leaves.
+    let engine = Capture::start(|captured: Captured| async move {
+        let broken = captured.json()["broken"] == true;
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            let event: &'static [u8] = if broken {
+                b"data: {\"a\":\"\xff\"}\n\n"
+            } else {
+                b"data: {\"a\":1}\n\ndata: [DONE]\n\n"
+            };
+            let _ = tx.send(Ok(bytes::Bytes::from_static(event))).await;
+            tx.closed().await; // never ends by itself
+        });
+        sse_response(body)
+    })
+    .await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    for broken in [false, true] {
+        let mut body = chat("m");
+        body["stream"] = json!(true);
+        body["broken"] = json!(broken);
+        let response = open(&bridge.url("/v1/direct/chat/completions"), body).await;
+        let mut stream = response.into_body();
+        let mut text = Vec::new();
+        while !String::from_utf8_lossy(&text).contains("[DONE]") {
+            text.extend_from_slice(&next_chunk(&mut stream).await.unwrap());
+        }
+        drop(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(cancellations(&bridge).await, 0);
+}

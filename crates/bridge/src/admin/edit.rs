@@ -51,6 +51,16 @@ pub fn publish(
 ) -> Result<(), ApiError> {
     let parsed: DeploymentConfig = serde_json::from_value(Value::Object(spec.clone()))
         .map_err(|e| ApiError::bad_request(format!("invalid deployment: {e}")))?;
+    // The API must not choose which of the host's secrets are read and sent where: an engine
+    // key is set by the operator, in the file.
+    for field in ["api_key_env", "api_key_file"] {
+        if spec.contains_key(field) {
+            return Err(ApiError::bad_request(format!(
+                "'{field}' cannot be set through the admin API: add the engine key to the config file"
+            ))
+            .with_param(field));
+        }
+    }
     let table = to_table(spec);
     let exists = models(doc).is_some_and(|m| m.iter().any(|t| id_of(t) == Some(model_id)));
     if !exists {

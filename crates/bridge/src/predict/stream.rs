@@ -179,6 +179,8 @@ pub struct PredictEvents {
     usage: Option<Value>,
     /// Content events written since the record last asked.
     events: u64,
+    /// How much of the SSE buffer was already searched for an event end.
+    scanned: usize,
 }
 
 impl PredictEvents {
@@ -197,6 +199,7 @@ impl PredictEvents {
             context,
             usage: None,
             events: 0,
+            scanned: 0,
         };
         (adapter, first)
     }
@@ -264,9 +267,14 @@ impl StreamAdapter for PredictEvents {
             Framing::Sse(buffer) => {
                 buffer.extend_from_slice(&chunk);
                 let mut events = Vec::new();
-                while let Some(end) = event_end(buffer, 0) {
+                // Resume where the last search stopped (less the 3 bytes an end may span), so
+                // an event trickling in byte by byte is not searched again from its start.
+                let mut from = self.scanned.saturating_sub(3);
+                while let Some(end) = event_end(buffer, from) {
                     events.push(buffer.split_to(end).freeze());
+                    from = 0;
                 }
+                self.scanned = buffer.len();
                 if buffer.len() > MAX_EVENT_BYTES {
                     return Err(ApiError::bad_gateway(format!(
                         "the model sent a stream event larger than {MAX_EVENT_BYTES} bytes"
