@@ -77,13 +77,11 @@ impl SseScanner {
             }
             Usage::Null(range) => {
                 self.events += 1;
-                if !self.strip_usage {
-                    return Relay::Keep;
+                if self.strip_usage {
+                    Relay::Cut(range)
+                } else {
+                    Relay::Keep
                 }
-                let mut out = Vec::with_capacity(event.len());
-                out.extend_from_slice(&event[..range.start]);
-                out.extend_from_slice(&event[range.end..]);
-                Relay::Replace(Bytes::from(out))
             }
             Usage::Report(usage, has_choices) => {
                 self.usage = Some(usage);
@@ -118,12 +116,17 @@ impl SseScanner {
             match classify(&buf[pos..end]) {
                 Kind::Normal => match self.normal(&buf[pos..end]) {
                     Relay::Keep => {}
-                    verdict => {
+                    // The run so far, up to the cut; the run goes on after it. No copy: two
+                    // slices of the engine's chunk.
+                    Relay::Cut(cut) => {
+                        if run_start < pos + cut.start {
+                            out.push_back(buf.slice(run_start..pos + cut.start));
+                        }
+                        run_start = pos + cut.end;
+                    }
+                    Relay::Drop => {
                         if run_start < pos {
                             out.push_back(buf.slice(run_start..pos));
-                        }
-                        if let Relay::Replace(event) = verdict {
-                            out.push_back(event);
                         }
                         run_start = end;
                     }
@@ -187,9 +190,13 @@ impl SseScanner {
             Kind::Normal => {
                 let data = joined_data(&event);
                 if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() {
+                    let event = event.freeze();
                     match self.normal(&event) {
-                        Relay::Keep => out.push_back(event.freeze()),
-                        Relay::Replace(event) => out.push_back(event),
+                        Relay::Keep => out.push_back(event),
+                        Relay::Cut(cut) => {
+                            out.push_back(event.slice(..cut.start));
+                            out.push_back(event.slice(cut.end..));
+                        }
                         Relay::Drop => {}
                     }
                 }
@@ -214,7 +221,8 @@ fn check_utf8(buf: &[u8]) -> Result<(), ScanError> {
 enum Relay {
     Keep,
     Drop,
-    Replace(Bytes),
+    /// Relayed without these bytes (relative to the event).
+    Cut(std::ops::Range<usize>),
 }
 
 /// What an event says about usage.
