@@ -1,0 +1,36 @@
+"""Instructions per request of a `bridge` binary, counted by callgrind (repeatable whatever else
+the machine does). Runs N requests over one keep-alive connection for N = 500 and 2,500 and
+reports the difference divided by 2,000, so start-up and shutdown cancel out.
+
+    target/release/bridge simulate --listen 127.0.0.1:0      # prints the engine's URL
+    RUST_LOG=warn python3 benchmarks/callgrind.py target/release/bridge http://127.0.0.1:PORT
+
+Needs valgrind (Debian: valgrind). One worker; the engine runs outside valgrind."""
+import http.client, json, os, re, signal, subprocess, sys, tempfile, time
+
+binary, sim_url = sys.argv[1], sys.argv[2]
+counts = (500, 2500)
+body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hello there, how are you today?"}],
+                   "max_tokens": 16, "baseten": {"model_id": "m"}})
+cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+cfg.write(f'[server]\nlisten = "127.0.0.1:0"\nworkers = 1\n[[models]]\nid = "m"\n[[models.deployments]]\nid = "d"\nreplicas = ["{sim_url}/v1"]\nhealth_path = ""\n')
+cfg.close()
+totals = []
+for n in counts:
+    out = tempfile.mktemp(suffix=".cg")
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve", "--config", cfg.name],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    addr = re.search(r"http://([\d.]+):(\d+)", line)
+    conn = http.client.HTTPConnection(addr.group(1), int(addr.group(2)))
+    for _ in range(n):
+        conn.request("POST", "/v1/direct/chat/completions", body, {"content-type": "application/json"})
+        r = conn.getresponse(); r.read()
+        assert r.status == 200, r.status
+    conn.close()
+    p.send_signal(signal.SIGTERM); p.wait()
+    text = open(out).read()
+    total = int(re.search(r"^summary:\s+(\d+)", text, re.M).group(1))
+    totals.append(total)
+    os.unlink(out)
+print(f"{binary}: {(totals[1]-totals[0])/(counts[1]-counts[0]):.0f} instructions per request ({totals})")
