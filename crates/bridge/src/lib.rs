@@ -44,6 +44,8 @@ pub mod server;
 pub mod sim;
 pub mod sse;
 pub mod upstream;
+pub mod usage;
+pub mod validate;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

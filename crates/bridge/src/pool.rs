@@ -28,6 +28,7 @@ use crate::balance::InFlight;
 use crate::body::ReqBody;
 use crate::metrics::UpstreamFailure;
 use crate::record::Record;
+use crate::usage::Tail;
 
 /// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -270,106 +271,6 @@ pub struct UpstreamBody {
     record: Option<Box<Record>>,
     /// The last bytes of a JSON answer, where engines put `usage`.
     usage_tail: Option<Tail>,
-}
-
-/// The last two frames of a body (shared, not copied): where a JSON answer's `usage` is.
-#[derive(Default)]
-struct Tail {
-    prev: Option<Bytes>,
-    last: Option<Bytes>,
-}
-
-/// How much of the end of a JSON answer is searched for its `usage` (vLLM puts a few fields
-/// after it; the object itself is ~100 bytes).
-const TAIL_BYTES: usize = 2048;
-
-impl Tail {
-    fn push(&mut self, frame: &Bytes) {
-        self.prev = self.last.replace(frame.clone());
-    }
-
-    fn usage(&self) -> Option<(u64, u64)> {
-        let last = self.last.as_deref().unwrap_or_default();
-        match &self.prev {
-            // The last frame holds the whole tail: searched in place.
-            Some(prev) if last.len() < TAIL_BYTES => {
-                let from_prev = (TAIL_BYTES - last.len()).min(prev.len());
-                let mut joined = Vec::with_capacity(from_prev + last.len());
-                joined.extend_from_slice(&prev[prev.len() - from_prev..]);
-                joined.extend_from_slice(last);
-                usage_in_json_tail(&joined)
-            }
-            _ => usage_in_json_tail(&last[last.len().saturating_sub(TAIL_BYTES)..]),
-        }
-    }
-}
-
-/// The last `"usage": {...}` object in the tail of a JSON document, as prompt and completion
-/// tokens. A `"usage"` inside a string is escaped (`\"usage\"`), so it is skipped.
-pub fn usage_in_json_tail(tail: &[u8]) -> Option<(u64, u64)> {
-    // Forward search (SIMD) for every occurrence; the last usable one wins.
-    let mut found = None;
-    for at in finder(&USAGE_KEY, b"\"usage\"").find_iter(tail) {
-        if at > 0 && tail[at - 1] == b'\\' {
-            continue;
-        }
-        let rest = tail[at + 7..].trim_ascii_start();
-        let Some(rest) = rest.strip_prefix(b":") else {
-            continue;
-        };
-        if let Some(usage) = usage_object(rest.trim_ascii_start()) {
-            found = Some(usage);
-        }
-    }
-    found
-}
-
-static USAGE_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-static PROMPT_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
-    std::sync::OnceLock::new();
-static COMPLETION_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
-    std::sync::OnceLock::new();
-
-/// A substring searcher built once: building one costs more than a search of a few hundred
-/// bytes.
-fn finder(
-    cell: &'static std::sync::OnceLock<memchr::memmem::Finder<'static>>,
-    needle: &'static [u8],
-) -> &'static memchr::memmem::Finder<'static> {
-    cell.get_or_init(|| memchr::memmem::Finder::new(needle))
-}
-
-/// Prompt and completion tokens of the usage object at the start of `text` (a missing count
-/// is 0: embeddings have no completion). Read by hand: it runs for every answer, and a full
-/// JSON parse of it cost more than the rest of the record stage.
-pub fn usage_object(text: &[u8]) -> Option<(u64, u64)> {
-    if !text.starts_with(b"{") {
-        return None;
-    }
-    // The object's extent: usage holds numbers and nested objects, no strings with braces.
-    let mut depth = 0usize;
-    let end = text.iter().position(|&b| {
-        match b {
-            b'{' => depth += 1,
-            b'}' => depth -= 1,
-            _ => {}
-        }
-        depth == 0
-    })?;
-    let object = &text[..=end];
-    let count = |key: &memchr::memmem::Finder<'static>| -> Option<u64> {
-        let at = key.find(object)?;
-        let value = object[at + key.needle().len()..]
-            .trim_ascii_start()
-            .strip_prefix(b":")?;
-        let value = value.trim_ascii_start();
-        let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
-        std::str::from_utf8(&value[..digits]).ok()?.parse().ok()
-    };
-    let prompt = count(finder(&PROMPT_KEY, b"\"prompt_tokens\""));
-    let completion = count(finder(&COMPLETION_KEY, b"\"completion_tokens\""));
-    (prompt.is_some() || completion.is_some())
-        .then(|| (prompt.unwrap_or(0), completion.unwrap_or(0)))
 }
 
 /// Time limits on a response body.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::{Config, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES};
 
 fn validate(text: &str) -> Result<Registry, String> {
     Config::parse(text, "t.toml")

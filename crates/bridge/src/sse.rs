@@ -15,6 +15,7 @@ use http::StatusCode;
 
 use crate::error::ApiError;
 use crate::relay::StreamAdapter;
+use crate::usage::{usage_report, Usage};
 
 /// Largest single event accepted from an engine (a chunk with top logprobs can be large, but an
 /// event that never ends must not grow memory without bound).
@@ -223,78 +224,6 @@ enum Relay {
     Drop,
     /// Relayed without these bytes (relative to the event).
     Cut(std::ops::Range<usize>),
-}
-
-/// What an event says about usage.
-enum Usage {
-    None,
-    /// `"usage": null`, with the bytes that remove it (and one adjoining comma).
-    Null(std::ops::Range<usize>),
-    /// A usage object (prompt and completion tokens), and whether the event also has choices
-    /// (a usage chunk proper has none).
-    Report((u64, u64), bool),
-}
-
-/// Finds `"usage"` in an event. Events without one cost one substring search.
-fn usage_report(event: &[u8]) -> Usage {
-    let Some(at) = memchr::memmem::find(event, b"\"usage\"") else {
-        return Usage::None;
-    };
-    let after_key = at + 7;
-    let value_at = match event[after_key..]
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map(|i| after_key + i)
-    {
-        Some(colon) if event[colon] == b':' => {
-            let from = colon + 1;
-            from + event[from..]
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(0)
-        }
-        _ => return Usage::None,
-    };
-    if event[value_at..].starts_with(b"null") {
-        let end = value_at + 4;
-        let before = event[..at].iter().rposition(|b| !b.is_ascii_whitespace());
-        return match before {
-            // `, "usage": null` after another member.
-            Some(comma) if event[comma] == b',' => Usage::Null(comma..end),
-            // `{"usage": null, ...`: take the comma after it instead.
-            _ => match event[end..].iter().position(|b| !b.is_ascii_whitespace()) {
-                Some(i) if event[end + i] == b',' => Usage::Null(at..end + i + 1),
-                _ => Usage::None,
-            },
-        };
-    }
-    match usage_object(event) {
-        Some((usage, has_choices)) => Usage::Report(usage, has_choices),
-        None => Usage::None,
-    }
-}
-
-/// The usage object of an event, parsed, and whether the event has choices.
-fn usage_object(event: &[u8]) -> Option<((u64, u64), bool)> {
-    #[derive(serde::Deserialize)]
-    struct Usage {
-        #[serde(default)]
-        prompt_tokens: u64,
-        #[serde(default)]
-        completion_tokens: u64,
-    }
-    #[derive(serde::Deserialize)]
-    struct Chunk {
-        #[serde(default)]
-        choices: Vec<serde::de::IgnoredAny>,
-        usage: Option<Usage>,
-    }
-    let chunk: Chunk = serde_json::from_slice(&joined_data(event)).ok()?;
-    let usage = chunk.usage?;
-    Some((
-        (usage.prompt_tokens, usage.completion_tokens),
-        !chunk.choices.is_empty(),
-    ))
 }
 
 /// All `data:` lines of an event joined with `\n`, as SSE clients (and the SDKs) read them.

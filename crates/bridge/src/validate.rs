@@ -1,0 +1,380 @@
+//! Validation: the operator's [`Config`] into the runtime [`Registry`], with errors that name
+//! the field, and what a reload keeps of the registry it replaces.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Uri};
+use tokio::sync::OnceCell;
+
+use crate::auth::{ApiKey, Keys};
+use crate::balance::{Limiter, RetryBudget};
+use crate::config::{
+    AdminConfig, Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES,
+};
+use crate::metrics::Stats;
+use crate::registry::{
+    AdminSettings, Deployment, HealthCheck, Model, Registry, Replica, Wake,
+    DEFAULT_FIRST_BYTE_TIMEOUT_MS, MAX_ID_LEN,
+};
+
+/// Reads a secret from a literal, an environment variable or a file (exactly one of them).
+fn secret(
+    what: &str,
+    literal: Option<&str>,
+    env: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<String>, String> {
+    let value = match (literal, env, file) {
+        (None, None, None) => return Ok(None),
+        (Some(v), None, None) => v.to_string(),
+        (None, Some(var), None) => std::env::var(var)
+            .map_err(|_| format!("{what}: environment variable {var} is not set"))?,
+        (None, None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{what}: cannot read {path}: {e}"))?
+            .trim()
+            .to_string(),
+        _ => return Err(format!("{what}: give only one source for the key")),
+    };
+    if value.is_empty() {
+        return Err(format!("{what}: the key is empty"));
+    }
+    Ok(Some(value))
+}
+
+/// Ids appear in URLs (`/v1/models/{id}`), so they are limited to URL-unreserved characters:
+/// no client has to percent-encode them.
+fn check_id(what: &str, id: &str) -> Result<(), String> {
+    let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~');
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(unreserved) {
+        return Err(format!(
+            "{what} '{id}' must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '-', '.', '_', '~'"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Validates the configuration into a [`Registry`]; `name` is the file for error messages.
+    pub fn validate(&self, name: &str) -> Result<Registry, ConfigError> {
+        self.validate_after(name, None)
+    }
+
+    /// Validates the configuration into a [`Registry`] that replaces `previous`: deployments
+    /// whose configuration did not change are kept as they are (counters, queues, cached
+    /// model name), and replicas that stay in their deployment keep their health and load.
+    pub fn validate_after(
+        &self,
+        name: &str,
+        previous: Option<&Registry>,
+    ) -> Result<Registry, ConfigError> {
+        self.validate_inner(previous)
+            .map_err(|message| ConfigError {
+                source_name: name.to_string(),
+                message,
+            })
+    }
+
+    fn validate_inner(&self, previous: Option<&Registry>) -> Result<Registry, String> {
+        let listen_text = self.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text
+            .parse()
+            .map_err(|e| format!("server.listen '{listen_text}' is not an address: {e}"))?;
+        let max_request_bytes = self
+            .server
+            .max_request_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        if max_request_bytes == 0 {
+            return Err("server.max_request_bytes must be positive".into());
+        }
+        let key_labels = self.auth.keys.len() + 1;
+        let label_names: Vec<String> = std::iter::once("-".to_string())
+            .chain(self.auth.keys.iter().map(|k| k.name.clone()))
+            .collect();
+        // Deployments are kept whole only while the key labels (a dimension of their
+        // counters) are the same.
+        let keep_from = previous.filter(|p| p.key_labels == label_names);
+        let mut models = BTreeMap::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let before = Before {
+                whole: keep_from.and_then(|p| p.model(&model.id)),
+                replicas: previous.and_then(|p| p.model(&model.id)),
+            };
+            let built = validate_model(model, key_labels, &before)
+                .map_err(|e| format!("models[{i}]: {e}"))?;
+            if models.insert(model.id.clone(), Arc::new(built)).is_some() {
+                return Err(format!(
+                    "models[{i}]: model id '{}' is defined twice",
+                    model.id
+                ));
+            }
+        }
+        let mut names = HashSet::new();
+        let mut keys = Vec::new();
+        for (i, key) in self.auth.keys.iter().enumerate() {
+            keys.push(validate_key(key).map_err(|e| format!("auth.keys[{i}]: {e}"))?);
+            if !names.insert(key.name.as_str()) {
+                return Err(format!(
+                    "auth.keys[{i}]: key name '{}' is used twice",
+                    key.name
+                ));
+            }
+        }
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let workers = match self.server.workers {
+            Some(0) => return Err("server.workers must be at least 1".into()),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let body_read_timeout =
+            Duration::from_millis(self.server.body_read_timeout_ms.unwrap_or(60_000).max(1));
+        let drain_timeout = Duration::from_millis(self.server.drain_timeout_ms.unwrap_or(30_000));
+        let header_read_timeout = self
+            .server
+            .header_read_timeout_ms
+            .map_or(crate::server::HEADER_READ_TIMEOUT, |ms| {
+                Duration::from_millis(ms.max(1))
+            });
+        let drain_delay = Duration::from_millis(self.server.drain_delay_ms.unwrap_or(0));
+        let keys = Keys::new(keys);
+        let admin = self.admin.as_ref().map(validate_admin).transpose()?;
+        Ok(Registry {
+            admin,
+            key_labels: keys.labels(),
+            unrouted: Stats::new(key_labels),
+            listen,
+            max_request_bytes,
+            drain_timeout,
+            drain_delay,
+            body_read_timeout,
+            header_read_timeout,
+            workers,
+            keys,
+            created,
+            models,
+        })
+    }
+}
+
+/// What a reload may keep of a model: whole deployments (when the key labels are unchanged),
+/// and replica state.
+struct Before<'a> {
+    whole: Option<&'a Arc<Model>>,
+    replicas: Option<&'a Arc<Model>>,
+}
+
+fn validate_model(
+    model: &ModelConfig,
+    key_labels: usize,
+    before: &Before<'_>,
+) -> Result<Model, String> {
+    check_id("model id", &model.id)?;
+    if model.deployments.is_empty() {
+        return Err(format!("model '{}' has no deployments", model.id));
+    }
+    let mut deployments = BTreeMap::new();
+    for (i, d) in model.deployments.iter().enumerate() {
+        let kept = before
+            .whole
+            .and_then(|m| m.deployments.get(&d.id))
+            // Same settings and the same engine key as read now (a rotated key file or
+            // variable makes a new deployment).
+            .filter(|old| {
+                old.config == *d && engine_auth(d).ok().as_ref() == Some(&old.upstream_auth)
+            });
+        let built = match kept {
+            Some(old) => old.clone(),
+            None => {
+                let mut built = validate_deployment(&model.id, d, key_labels)
+                    .map_err(|e| format!("deployments[{i}]: {e}"))?;
+                if let Some(old) = before.replicas.and_then(|m| m.deployments.get(&d.id)) {
+                    for replica in &mut built.replicas {
+                        if let Some(same) = old.replicas.iter().find(|r| r.base == replica.base) {
+                            replica.state = same.state.clone();
+                        }
+                    }
+                }
+                Arc::new(built)
+            }
+        };
+        if deployments.insert(d.id.clone(), built).is_some() {
+            return Err(format!(
+                "deployments[{i}]: deployment id '{}' is defined twice",
+                d.id
+            ));
+        }
+    }
+    let production = match (&model.production, model.deployments.as_slice()) {
+        (Some(p), _) => p.clone(),
+        (None, [only]) => only.id.clone(),
+        (None, _) => {
+            return Err(format!(
+                "model '{}' has several deployments: set production to one of them",
+                model.id
+            ))
+        }
+    };
+    if !deployments.contains_key(&production) {
+        return Err(format!(
+            "production deployment '{production}' is not among the deployments"
+        ));
+    }
+    Ok(Model {
+        id: model.id.clone(),
+        production,
+        deployments,
+    })
+}
+
+fn validate_deployment(
+    model_id: &str,
+    d: &DeploymentConfig,
+    key_labels: usize,
+) -> Result<Deployment, String> {
+    check_id("deployment id", &d.id)?;
+    if d.replicas.is_empty() {
+        return Err(format!("deployment '{}' has no replicas", d.id));
+    }
+    let mut replicas = d
+        .replicas
+        .iter()
+        .map(|r| Replica::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let health_path = d.health_path.clone().unwrap_or_else(|| match d.api {
+        Api::Openai => "/health".to_string(),
+        Api::Predict => String::new(),
+    });
+    let health = (!health_path.is_empty()).then(|| HealthCheck {
+        interval: Duration::from_millis(d.health_interval_ms.unwrap_or(5_000).max(10)),
+        healthy_after: d.healthy_after.unwrap_or(1).max(1),
+        unhealthy_after: d.unhealthy_after.unwrap_or(2).max(1),
+    });
+    if health.is_some() {
+        for replica in &mut replicas {
+            replica.health_uri = Some(replica.root_uri(&health_path)?);
+        }
+    }
+    let wake = match d.wake_timeout_ms {
+        None => None,
+        Some(ms) => Some(Wake {
+            timeout: Duration::from_millis(ms),
+            url: d
+                .wake_url
+                .as_deref()
+                .map(|u| u.parse::<Uri>().map_err(|e| format!("wake_url '{u}': {e}")))
+                .transpose()?,
+            max_parked: d.max_parked.unwrap_or(1024),
+            parked: Default::default(),
+            called: Default::default(),
+        }),
+    };
+    let predict = match (d.api, &d.predict) {
+        (Api::Openai, Some(_)) => {
+            return Err("a [predict] table applies only to api = \"predict\" deployments".into())
+        }
+        (Api::Openai, None) => None,
+        (Api::Predict, config) => Some(crate::predict::settings(config.as_ref())?),
+    };
+    let upstream_auth = engine_auth(d)?;
+    Ok(Deployment {
+        id: d.id.clone(),
+        model_id: model_id.to_string(),
+        api: d.api,
+        replicas,
+        served_model: d.served_model.clone(),
+        upstream_auth,
+        first_byte_timeout: Duration::from_millis(
+            d.timeouts
+                .first_byte_ms
+                .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT_MS)
+                .max(1),
+        ),
+        connect_timeout: d
+            .timeouts
+            .connect_ms
+            .map_or(crate::pool::CONNECT_TIMEOUT, |ms| {
+                Duration::from_millis(ms.max(1))
+            }),
+        idle_timeout: Duration::from_millis(d.timeouts.idle_ms.unwrap_or(300_000).max(1)),
+        total_timeout: d.timeouts.total_ms.map(Duration::from_millis),
+        heartbeat: d
+            .heartbeat_ms
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis),
+        inject_usage: d.inject_usage.unwrap_or(true),
+        max_retries: d.max_retries.unwrap_or(2),
+        eject_after: d.eject_after.unwrap_or(5).max(1),
+        retry_budget: RetryBudget::default(),
+        health,
+        wake,
+        ready: tokio::sync::Notify::new(),
+        limiter: d.max_concurrent.filter(|&n| n > 0).map(|n| {
+            let wait = Duration::from_millis(d.queue_timeout_ms.unwrap_or(30_000));
+            Limiter::new(n, d.max_queued.unwrap_or(0), wait)
+        }),
+        reported_model: OnceCell::new(),
+        stats: Stats::new(key_labels),
+        predict,
+        config: d.clone(),
+        retiring: Default::default(),
+    })
+}
+
+/// The `Authorization` value for a deployment's engine, read from its variable or file now.
+fn engine_auth(d: &DeploymentConfig) -> Result<Option<HeaderValue>, String> {
+    let key = secret(
+        "engine key",
+        None,
+        d.api_key_env.as_deref(),
+        d.api_key_file.as_deref(),
+    )?;
+    key.map(|k| {
+        let mut v = HeaderValue::try_from(format!("Bearer {k}"))
+            .map_err(|_| "engine key has characters not allowed in a header".to_string())?;
+        v.set_sensitive(true);
+        Ok(v)
+    })
+    .transpose()
+}
+
+fn validate_admin(admin: &AdminConfig) -> Result<AdminSettings, String> {
+    let text = admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let listen: SocketAddr = text
+        .parse()
+        .map_err(|e| format!("admin.listen '{text}' is not an address: {e}"))?;
+    let keys = admin
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| validate_key(k).map_err(|e| format!("admin.keys[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() && !listen.ip().is_loopback() {
+        return Err(format!(
+            "admin.listen {listen} is not loopback: configure [[admin.keys]] so that only operators can change deployments"
+        ));
+    }
+    Ok(AdminSettings {
+        listen,
+        keys: Keys::new(keys),
+    })
+}
+
+fn validate_key(key: &KeyConfig) -> Result<ApiKey, String> {
+    if key.name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    let what = format!("key '{}'", key.name);
+    let secret = secret(
+        &what,
+        key.key.as_deref(),
+        key.key_env.as_deref(),
+        key.key_file.as_deref(),
+    )?
+    .ok_or_else(|| format!("{what}: set one of key, key_env or key_file"))?;
+    Ok(ApiKey::new(&key.name, &secret, key.models.clone()))
+}
