@@ -57,6 +57,25 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
     let request_id = crate::router::request_id(request.headers().get("x-request-id"));
+    if request.uri().path() == "/metrics" && request.method() == Method::GET {
+        // Prometheus scrapes the admin listener with an admin key (`authorization` in its
+        // scrape config).
+        let registry = live.load();
+        let allowed = match &registry.admin {
+            Some(admin) => admin.keys.authenticate(request.headers()).map(|_| ()),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "the admin API is off",
+            )),
+        };
+        let mut response = match allowed {
+            Ok(()) => crate::metrics::response(&registry),
+            Err(error) => error.into_response(),
+        };
+        response.headers_mut().insert("x-request-id", request_id);
+        return Ok(response);
+    }
     let mut response = match dispatch(&live, request).await {
         Ok((status, value)) => {
             let mut response = Response::new(ResBody::full(value.to_string()));

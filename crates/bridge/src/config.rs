@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub drain_delay_ms: Option<u64>,
     /// Worker threads, each with its own event loop and upstream pool. Default: one per core.
     pub workers: Option<usize>,
+    /// Serve `GET /metrics` on the client listener too (it names model ids, key names and
+    /// replica addresses). With `false`, metrics are on the admin listener only. Default true.
+    pub metrics: Option<bool>,
     /// Log lines as `text` (default) or `json` (one object per line, for log pipelines).
     pub log_format: Option<LogFormat>,
 }

@@ -173,6 +173,16 @@ impl Stats {
     }
 }
 
+/// `/metrics` as an HTTP response.
+pub fn response(registry: &Arc<Registry>) -> http::Response<crate::body::ResBody> {
+    let mut response = http::Response::new(crate::body::ResBody::full(render(registry)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    response
+}
+
 /// The metrics text for the current routing table.
 pub fn render(registry: &Arc<Registry>) -> String {
     let mut metrics = prometheus_client::registry::Registry::default();

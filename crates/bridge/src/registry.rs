@@ -49,6 +49,8 @@ pub struct Registry {
     pub unrouted: Stats,
     /// The admin API, when configured.
     pub admin: Option<AdminSettings>,
+    /// `/metrics` is served on the client listener (it always is on the admin listener).
+    pub public_metrics: bool,
 }
 
 /// Validated `[admin]`.

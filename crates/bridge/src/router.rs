@@ -123,12 +123,17 @@ async fn dispatch(
         }
         Some(Route::Health) => Ok(health(&state)),
         Some(Route::Metrics) => {
-            let mut response = Response::new(ResBody::full(metrics::render(&state.registry())));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(metrics::CONTENT_TYPE),
-            );
-            Ok(response)
+            let registry = state.registry();
+            if registry.public_metrics {
+                Ok(metrics::response(&registry))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "metrics are served on the admin listener only ([server] metrics = false)",
+                )
+                .with_code("unknown_route"))
+            }
         }
         Some(Route::Models) => list_models(&state, &request),
         Some(Route::Model(id)) => get_model(&state, &request, id),

@@ -145,6 +145,7 @@ impl Config {
         let admin = self.admin.as_ref().map(validate_admin).transpose()?;
         Ok(Registry {
             admin,
+            public_metrics: self.server.metrics.unwrap_or(true),
             key_labels: keys.labels(),
             unrouted: Stats::new(key_labels),
             listen,

@@ -369,6 +369,15 @@ async fn admin_routes_take_admin_keys_only() {
     )
     .await;
     assert_eq!(promote.status, 401);
+    // Prometheus scrapes the admin listener with an admin key.
+    let scraped = get(&admin.url("/metrics"), &[ADMIN]).await;
+    assert_eq!(scraped.status, 200);
+    assert!(
+        scraped.text().contains("bridge_replica_healthy"),
+        "{}",
+        scraped.text()
+    );
+    assert_eq!(get(&admin.url("/metrics"), &[CLIENT]).await.status, 401);
     let listed = get(&models, &[ADMIN]).await;
     assert_eq!(listed.status, 200);
     let deployment = &listed.json()["data"][0]["deployments"][0];

@@ -266,3 +266,13 @@ async fn responses_carry_bridges_own_time() {
         assert!(overhead < 300_000, "{overhead} µs");
     }
 }
+
+#[tokio::test]
+async fn metrics_can_be_kept_off_the_client_listener() {
+    let engine = Sim::start().await;
+    let config = format!("[server]\nmetrics = false\n{}", one_model(&engine.base()));
+    let bridge = Bridge::start(&config).await;
+    let reply = get(&bridge.url("/metrics"), &[]).await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.error()["code"], "unknown_route");
+}
