@@ -51,7 +51,7 @@ enum Command {
         #[arg(long, default_value = "BRIDGE_ADMIN_KEY", global = true)]
         key_env: String,
         #[command(subcommand)]
-        action: DeploymentAction,
+        action: bridge::admin::client::DeploymentAction,
     },
     /// TEST TOOL: run a simulated OpenAI-compatible engine (canned answers, no model).
     ///
@@ -74,48 +74,6 @@ enum Command {
         /// Environment variable holding an API key the engine requires (like vLLM's --api-key).
         #[arg(long)]
         api_key_env: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum DeploymentAction {
-    /// Every model's deployments, with production, health and load.
-    List,
-    /// Publish a new deployment (created with its model as production when the model is new).
-    Publish {
-        #[arg(long)]
-        model: String,
-        /// The deployment's id.
-        #[arg(long)]
-        id: String,
-        /// Replica URL (repeat for several).
-        #[arg(long = "replica", required = true)]
-        replicas: Vec<String>,
-        /// openai or predict.
-        #[arg(long, default_value = "openai")]
-        api: String,
-        #[arg(long)]
-        served_model: Option<String>,
-        /// More deployment fields as a JSON object, e.g. '{"max_concurrent": 64}'.
-        #[arg(long)]
-        extra: Option<String>,
-    },
-    /// Make a deployment the model's production deployment.
-    Promote {
-        #[arg(long)]
-        model: String,
-        #[arg(long)]
-        id: String,
-    },
-    /// Retire a deployment that is not production.
-    Retire {
-        #[arg(long)]
-        model: String,
-        #[arg(long)]
-        id: String,
-        /// Stop taking new requests now; remove it once its requests in flight are done.
-        #[arg(long)]
-        drain: bool,
     },
 }
 
@@ -176,7 +134,12 @@ async fn run(command: Command) -> Result<(), String> {
             admin,
             key_env,
             action,
-        } => deployments(&admin, std::env::var(&key_env).ok().as_deref(), action).await,
+        } => {
+            let key = std::env::var(&key_env).ok();
+            let text = bridge::admin::client::run(&admin, key.as_deref(), action).await?;
+            print!("{text}");
+            Ok(())
+        }
         Command::Simulate {
             listen,
             chunks,
@@ -280,71 +243,6 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("serving failed: {e}"))?;
     let _ = engine_stop.send(());
-    Ok(())
-}
-
-/// `bridge deployments ...`: one call to the admin API, its answer printed.
-async fn deployments(
-    admin: &str,
-    key: Option<&str>,
-    action: DeploymentAction,
-) -> Result<(), String> {
-    use bridge::admin::client::{call, table};
-    use http::Method;
-    let (method, path, body) = match &action {
-        DeploymentAction::List => (Method::GET, "/v1/models".to_string(), None),
-        DeploymentAction::Publish {
-            model,
-            id,
-            replicas,
-            api,
-            served_model,
-            extra,
-        } => {
-            let mut spec = match extra {
-                Some(text) => match serde_json::from_str(text) {
-                    Ok(serde_json::Value::Object(map)) => map,
-                    _ => return Err("--extra must be a JSON object".into()),
-                },
-                None => serde_json::Map::new(),
-            };
-            spec.insert("id".into(), id.clone().into());
-            spec.insert("api".into(), api.clone().into());
-            spec.insert("replicas".into(), replicas.clone().into());
-            if let Some(name) = served_model {
-                spec.insert("served_model".into(), name.clone().into());
-            }
-            (
-                Method::POST,
-                format!("/v1/models/{model}/deployments"),
-                Some(serde_json::Value::Object(spec)),
-            )
-        }
-        DeploymentAction::Promote { model, id } => (
-            Method::POST,
-            format!("/v1/models/{model}/deployments/{id}/promote"),
-            None,
-        ),
-        DeploymentAction::Retire { model, id, drain } => {
-            let query = if *drain { "?drain=true" } else { "" };
-            (
-                Method::DELETE,
-                format!("/v1/models/{model}/deployments/{id}{query}"),
-                None,
-            )
-        }
-    };
-    let (status, answer) = call(admin, key, method, &path, body.as_ref()).await?;
-    if !(200..300).contains(&status) {
-        let message = answer["error"]["message"]
-            .as_str()
-            .map_or_else(|| answer.to_string(), str::to_string);
-        return Err(format!("{status}: {message}"));
-    }
-    match action {
-        DeploymentAction::List => print!("{}", table(&answer)),
-        _ => println!("{answer}"),
-    }
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! A small client for the admin API, used by `bridge deployments ...`.
+//! A small client for the admin API, and the `bridge deployments ...` commands built on it.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::body::ReqBody;
 use crate::pool::Pool;
+use clap::Subcommand;
 
 /// Time allowed for one admin call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,4 +94,110 @@ pub fn table(models: &Value) -> String {
         }
     }
     out
+}
+
+/// `bridge deployments` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeploymentAction {
+    /// Every model's deployments, with production, health and load.
+    List,
+    /// Publish a new deployment (created with its model as production when the model is new).
+    Publish {
+        #[arg(long)]
+        model: String,
+        /// The deployment's id.
+        #[arg(long)]
+        id: String,
+        /// Replica URL (repeat for several).
+        #[arg(long = "replica", required = true)]
+        replicas: Vec<String>,
+        /// openai or predict.
+        #[arg(long, default_value = "openai")]
+        api: String,
+        #[arg(long)]
+        served_model: Option<String>,
+        /// More deployment fields as a JSON object, e.g. '{"max_concurrent": 64}'.
+        #[arg(long)]
+        extra: Option<String>,
+    },
+    /// Make a deployment the model's production deployment.
+    Promote {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Retire a deployment that is not production.
+    Retire {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        id: String,
+        /// Stop taking new requests now; remove it once its requests in flight are done.
+        #[arg(long)]
+        drain: bool,
+    },
+}
+
+/// `bridge deployments ...`: one call to the admin API; its answer as text to print.
+pub async fn run(
+    admin: &str,
+    key: Option<&str>,
+    action: DeploymentAction,
+) -> Result<String, String> {
+    use http::Method;
+    let (method, path, body) = match &action {
+        DeploymentAction::List => (Method::GET, "/v1/models".to_string(), None),
+        DeploymentAction::Publish {
+            model,
+            id,
+            replicas,
+            api,
+            served_model,
+            extra,
+        } => {
+            let mut spec = match extra {
+                Some(text) => match serde_json::from_str(text) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Err("--extra must be a JSON object".into()),
+                },
+                None => serde_json::Map::new(),
+            };
+            spec.insert("id".into(), id.clone().into());
+            spec.insert("api".into(), api.clone().into());
+            spec.insert("replicas".into(), replicas.clone().into());
+            if let Some(name) = served_model {
+                spec.insert("served_model".into(), name.clone().into());
+            }
+            (
+                Method::POST,
+                format!("/v1/models/{model}/deployments"),
+                Some(serde_json::Value::Object(spec)),
+            )
+        }
+        DeploymentAction::Promote { model, id } => (
+            Method::POST,
+            format!("/v1/models/{model}/deployments/{id}/promote"),
+            None,
+        ),
+        DeploymentAction::Retire { model, id, drain } => {
+            let query = if *drain { "?drain=true" } else { "" };
+            (
+                Method::DELETE,
+                format!("/v1/models/{model}/deployments/{id}{query}"),
+                None,
+            )
+        }
+    };
+    let (status, answer) = call(admin, key, method, &path, body.as_ref()).await?;
+    if !(200..300).contains(&status) {
+        let message = answer["error"]["message"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_string);
+        return Err(format!("{status}: {message}"));
+    }
+    Ok(match action {
+        DeploymentAction::List => table(&answer),
+        _ => format!("{answer}\n"),
+    })
 }
