@@ -129,11 +129,6 @@ impl Live {
         self.text.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// Re-reads the config file and installs it if it changed. `Ok(false)`: nothing to do.
-    pub async fn reload(&self) -> Result<bool, String> {
-        self.reload_from_file(false, None).await
-    }
-
     /// Re-reads the config file and installs it even if its text did not change, re-reading
     /// keys from their environment variables and files (SIGHUP after rotating a key).
     pub async fn reload_all(&self) -> Result<bool, String> {

@@ -4,7 +4,7 @@
 //! deployment, replica, status, stream events, the engine's usage). It travels with the request,
 //! then inside the engine's response body, so it is dropped exactly when the client's answer
 //! is over: fully sent, failed, or abandoned by the client. Dropping it counts the request in
-//! [`Stats`](crate::metrics::Stats) and writes the one request-log line. The log never holds the
+//! [`Stats`] and writes the one request-log line. The log never holds the
 //! key (only its name), the prompt or the answer.
 
 use std::sync::atomic::Ordering;

@@ -2,7 +2,7 @@
 //!
 //! A non-streaming answer is a JSON string, a JSON object with the text under `output_key`, or
 //! plain text; it becomes a `chat.completion` (or `text_completion`). A streaming answer is
-//! adapted chunk by chunk by [`PredictStream`]; a model that answers a stream request with one
+//! adapted chunk by chunk by [`PredictEvents`]; a model that answers a stream request with one
 //! JSON answer gets it streamed as a single delta. Model errors (non-2xx) become OpenAI errors
 //! with the model's status and message, through the same path as engine errors.
 
