@@ -9,8 +9,9 @@
 
 mod common;
 
-use bridge::predict::stream::Utf8Carry;
-use bridge::predict::{adapt_request, settings, Kind};
+use bridge::engine::predict::stream::Utf8Carry;
+use bridge::config::predict::settings;
+use bridge::engine::predict::{adapt_request, Kind};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -18,7 +18,7 @@ mod common;
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
-use bridge::sse::{ScanError, SseScanner};
+use bridge::dialect::openai::stream::{ScanError, SseScanner};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 

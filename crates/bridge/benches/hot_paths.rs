@@ -4,8 +4,8 @@
 
 use std::collections::VecDeque;
 
-use bridge::routing::route;
-use bridge::sse::SseScanner;
+use bridge::dialect::openai::stream::SseScanner;
+use bridge::proxy::route::route;
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

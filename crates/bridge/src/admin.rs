@@ -27,10 +27,11 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::body::ResBody;
+use crate::config::live::{Live, ReloadError};
+use crate::config::registry::{Deployment, Model, Registry};
 use crate::error::ApiError;
-use crate::live::Live;
-use crate::registry::{Deployment, Model, Registry};
+use crate::proxy::auth::authenticate;
+use crate::relay::ResBody;
 use crate::server;
 
 /// Largest admin request body.
@@ -56,21 +57,17 @@ async fn handle(
     live: Arc<Live>,
     request: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
-    let request_id = crate::router::request_id(request.headers().get("x-request-id"));
+    let request_id = crate::dispatch::request_id(request.headers().get("x-request-id"));
     if request.uri().path() == "/metrics" && request.method() == Method::GET {
         // Prometheus scrapes the admin listener with an admin key (`authorization` in its
         // scrape config).
         let registry = live.load();
         let allowed = match &registry.admin {
-            Some(admin) => admin.keys.authenticate(request.headers()).map(|_| ()),
-            None => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "the admin API is off",
-            )),
+            Some(admin) => authenticate(&admin.keys, request.headers()).map(|_| ()),
+            None => Err(ApiError::unknown_route("the admin API is off")),
         };
         let mut response = match allowed {
-            Ok(()) => crate::metrics::response(&registry),
+            Ok(()) => crate::observe::metrics::response(&registry),
             Err(error) => error.into_response(),
         };
         response.headers_mut().insert("x-request-id", request_id);
@@ -98,14 +95,10 @@ async fn dispatch(
 ) -> Result<(StatusCode, Value), ApiError> {
     let registry = live.load();
     let Some(admin) = &registry.admin else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "the admin API is off",
-        ));
+        return Err(ApiError::unknown_route("the admin API is off"));
     };
     // Client keys are not admin keys: only [[admin.keys]] open this API.
-    admin.keys.authenticate(request.headers())?;
+    authenticate(&admin.keys, request.headers())?;
     let method = request.method().clone();
     let path = request.uri().path().trim_end_matches('/').to_string();
     let drain = request
@@ -149,11 +142,9 @@ async fn dispatch(
             let (model_id, deployment_id) = (model_id.to_string(), deployment_id.to_string());
             if let Ok(d) = deployment(&registry, &model_id, &deployment_id) {
                 if d.retiring.load(Ordering::Relaxed) {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "invalid_request_error",
-                        format!("deployment '{deployment_id}' is being retired"),
-                    ));
+                    return Err(ApiError::conflict(format!(
+                        "deployment '{deployment_id}' is being retired"
+                    )));
                 }
             }
             live.edit(|doc| edit::promote(doc, &model_id, &deployment_id))
@@ -163,18 +154,10 @@ async fn dispatch(
         (Method::DELETE, [model_id, "deployments", deployment_id]) => {
             retire(live, &registry, model_id, deployment_id, drain).await
         }
-        (
-            _,
-            []
-            | [_]
-            | [_, "deployments"]
-            | [_, "deployments", _]
-            | [_, "deployments", _, "promote"],
-        ) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            format!("{method} is not allowed on {path}"),
-        )),
+        (_, [] | [_]) => Err(not_allowed(&method, &path, "GET")),
+        (_, [_, "deployments"]) => Err(not_allowed(&method, &path, "GET, POST")),
+        (_, [_, "deployments", _]) => Err(not_allowed(&method, &path, "DELETE")),
+        (_, [_, "deployments", _, "promote"]) => Err(not_allowed(&method, &path, "POST")),
         _ => Err(unknown(&method, &path)),
     }
 }
@@ -200,12 +183,9 @@ async fn retire(
     // Check now that it may be retired at all (not production), without changing anything.
     let production = registry.model(&model_id).map(|m| m.production.clone());
     if production.as_deref() == Some(deployment_id.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            format!("'{deployment_id}' is the production deployment of model '{model_id}': promote another one first"),
-        )
-        .with_code("conflict"));
+        return Err(ApiError::conflict(format!(
+            "'{deployment_id}' is the production deployment of model '{model_id}': promote another one first"
+        )));
     }
     target.retiring.store(true, Ordering::Relaxed);
     let live = live.clone();
@@ -221,7 +201,7 @@ async fn retire(
             Ok(()) => tracing::info!(model = %m, deployment = %d, "drained deployment retired"),
             Err(e) => {
                 target.retiring.store(false, Ordering::Relaxed);
-                tracing::error!(model = %m, deployment = %d, error = %e.message, "could not retire the drained deployment");
+                tracing::error!(model = %m, deployment = %d, error = %e, "could not retire the drained deployment");
             }
         }
     });
@@ -231,13 +211,28 @@ async fn retire(
     ))
 }
 
+fn not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiError {
+    ApiError::method_not_allowed(format!("{method} is not allowed on {path}"), allow)
+}
+
+/// A change that could not be made, as the admin client sees it.
+impl From<ReloadError> for ApiError {
+    fn from(e: ReloadError) -> Self {
+        match e {
+            ReloadError::Edit(e) => e,
+            ReloadError::NoFile => ApiError::conflict(e.to_string()),
+            ReloadError::Invalid(why) => {
+                ApiError::bad_request(format!("the change would not validate: {why}"))
+            }
+            ReloadError::Read(_) | ReloadError::Parse(_) | ReloadError::Write(_) => {
+                ApiError::internal(e.to_string())
+            }
+        }
+    }
+}
+
 fn unknown(method: &Method, path: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        format!("unknown admin route: {method} {path}"),
-    )
-    .with_code("unknown_route")
+    ApiError::unknown_route(format!("unknown admin route: {method} {path}"))
 }
 
 fn find<'r>(registry: &'r Registry, model_id: &str) -> Result<&'r Arc<Model>, ApiError> {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::config::registry::Registry;
 use crate::config::{Api, Config, DeploymentConfig, ModelConfig};
-use crate::registry::Registry;
 use crate::sim::{self, SimConfig};
 
 /// Model id of the demo model.

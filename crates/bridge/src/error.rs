@@ -12,8 +12,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
-use crate::body::ResBody;
-use crate::metrics::UpstreamFailure;
+use crate::observe::stats::{UpstreamFailure, OVERHEAD_HEADER};
 
 /// A failure to report to the client, already classified. Boxed so that `Result`s on the hot
 /// path stay one word wide; errors are the cold path.
@@ -23,12 +22,16 @@ pub struct ApiError(Box<ErrorFields>);
 /// The parts of an [`ApiError`], reachable through `Deref`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorFields {
+    /// The HTTP status sent to the client.
     pub status: StatusCode,
     /// OpenAI's `type`, e.g. `invalid_request_error`.
     pub kind: Cow<'static, str>,
+    /// What went wrong, for a person: names the field, the model or the limit.
     pub message: Cow<'static, str>,
     /// The request field at fault, dotted (`baseten.model_id`), when there is one.
     pub param: Option<Cow<'static, str>>,
+    /// A stable, low-cardinality name for the failure (`model_not_found`), as a string: the
+    /// SDKs and the metrics label read it.
     pub code: Option<Cow<'static, str>>,
     /// Seconds for a `retry-after` header; the SDKs honour it between 0 and 120 s.
     pub retry_after: Option<u32>,
@@ -64,6 +67,8 @@ impl std::ops::DerefMut for ApiError {
 }
 
 impl ApiError {
+    /// An error with its status, OpenAI `type` and message; Bridge's own client errors (4xx)
+    /// tell the SDKs not to retry. Prefer the named constructors below.
     pub fn new(
         status: StatusCode,
         kind: &'static str,
@@ -84,6 +89,7 @@ impl ApiError {
         }))
     }
 
+    /// Names the request field at fault.
     pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
         self.param = Some(param.into());
         self
@@ -107,6 +113,7 @@ impl ApiError {
         self
     }
 
+    /// Sets the error's stable `code`.
     pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
         self.code = Some(code.into());
         self
@@ -117,6 +124,7 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 
+    /// A missing or unknown key (401).
     pub fn unauthorized(message: &'static str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
             .with_code("invalid_api_key")
@@ -133,6 +141,7 @@ impl ApiError {
         .with_code("model_not_found")
     }
 
+    /// A model without the named deployment (or with it retiring).
     pub fn deployment_not_found(model_id: &str, deployment_id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -143,6 +152,7 @@ impl ApiError {
         .with_code("deployment_not_found")
     }
 
+    /// A request body over the configured limit (413).
     pub fn payload_too_large(limit: u64) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -164,8 +174,89 @@ impl ApiError {
             .with_code("upstream_timeout")
     }
 
+    /// A failure of Bridge itself (500).
     pub fn internal(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    /// A path Bridge does not serve (404).
+    pub fn unknown_route(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+            .with_code("unknown_route")
+    }
+
+    /// A method the route does not take (405, with the `allow` header).
+    pub fn method_not_allowed(message: impl Into<Cow<'static, str>>, allow: &'static str) -> Self {
+        let mut e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            message,
+        )
+        .with_code("method_not_allowed");
+        e.allow = Some(allow);
+        e
+    }
+
+    /// Too many request headers, or too many bytes of them (431).
+    pub fn headers_too_large(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            message,
+        )
+        .with_code("request_headers_too_large")
+    }
+
+    /// A request body that did not arrive in time (408; a retry may well pass).
+    pub fn body_read_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body did not arrive within {} ms",
+                limit.as_millis()
+            ),
+        )
+        .with_code("body_read_timeout")
+        .retryable()
+    }
+
+    /// A body that is not JSON (415).
+    pub fn unsupported_media_type(essence: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            format!("Content-Type must be application/json, not '{essence}'"),
+        )
+        .with_code("unsupported_media_type")
+    }
+
+    /// A deployment at its concurrency limit (429 with `retry-after`: the SDKs wait and retry).
+    pub fn overloaded(message: impl Into<Cow<'static, str>>) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+            .with_code("deployment_overloaded")
+            .retryable();
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// A deployment with no replica ready while it wakes (503 with `retry-after`).
+    pub fn waking(message: impl Into<Cow<'static, str>>, retry_after: u32) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .with_code("deployment_waking");
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// A change that contradicts the state it would apply to (409).
+    pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::CONFLICT, "invalid_request_error", message).with_code("conflict")
+    }
+
+    /// The low-cardinality name of this failure, for logs and metrics: its `code`, else its
+    /// `type`.
+    pub fn label(&self) -> &str {
+        self.code.as_deref().unwrap_or(&self.kind)
     }
 
     /// The envelope as JSON bytes.
@@ -214,9 +305,9 @@ impl ApiError {
         Bytes::from(out)
     }
 
-    /// The HTTP response for this error.
-    pub fn into_response(self) -> Response<ResBody> {
-        let mut response = Response::new(ResBody::full(self.body()));
+    /// The HTTP response for this error, in any body type that can hold bytes.
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
+        let mut response = Response::new(B::from(self.body()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(
@@ -227,7 +318,7 @@ impl ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(us) = self.overhead_us {
-            headers.insert(crate::proxy::OVERHEAD_HEADER, HeaderValue::from(us));
+            headers.insert(OVERHEAD_HEADER, HeaderValue::from(us));
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));

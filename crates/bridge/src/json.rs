@@ -61,14 +61,24 @@ impl Member {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
     #[error("the request body is empty; send a JSON object")]
+    /// An empty body.
     Empty,
     #[error("the request body is not valid UTF-8 (invalid byte at offset {0})")]
+    /// Bytes that are not UTF-8, at this offset.
     Utf8(usize),
     #[error("the request body must be a JSON object, not {0}")]
+    /// Valid JSON that is not an object (what it is instead).
     NotObject(&'static str),
     #[error("the request body is not valid JSON: {what} at byte {at}")]
-    Syntax { what: &'static str, at: usize },
+    /// Not JSON.
+    Syntax {
+        /// What is wrong.
+        what: &'static str,
+        /// At which byte.
+        at: usize,
+    },
     #[error("the request body is nested more than {MAX_DEPTH} levels deep")]
+    /// Nested deeper than [`MAX_DEPTH`].
     TooDeep,
     /// A member the caller refused (e.g. a duplicate routing key); the caller knows why.
     #[error("{0}")]

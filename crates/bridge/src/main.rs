@@ -10,9 +10,10 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use bridge::app::App;
+use bridge::config::live::Live;
 use bridge::config::{Config, LogFormat};
 use bridge::demo;
-use bridge::live::Live;
 use bridge::sim::{self, SimConfig};
 
 #[derive(Parser)]
@@ -202,28 +203,20 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(
     let listener = bind_listener(registry.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", registry.listen))?;
     announce(&listener.local_addr().map_err(|e| e.to_string())?)?;
+    let admin = match &registry.admin {
+        Some(admin) => {
+            let admin_listener = std::net::TcpListener::bind(admin.listen)
+                .map_err(|e| format!("cannot listen on {} (admin): {e}", admin.listen))?;
+            let address = admin_listener.local_addr().map_err(|e| e.to_string())?;
+            println!("admin listening on http://{address}");
+            tracing::info!("admin API listening on http://{address}");
+            Some(admin_listener)
+        }
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    if let Some(admin) = &registry.admin {
-        let admin_listener = TcpListener::bind(admin.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {} (admin): {e}", admin.listen))?;
-        let address = admin_listener.local_addr().map_err(|e| e.to_string())?;
-        println!("admin listening on http://{address}");
-        tracing::info!("admin API listening on http://{address}");
-        let mut admin_stop = stopped.clone();
-        tokio::spawn(bridge::admin::serve(
-            admin_listener,
-            live.clone(),
-            async move {
-                let _ = admin_stop.wait_for(|stop| *stop).await;
-            },
-        ));
-    }
-    let workers = registry.workers;
-    let serving_live = live.clone();
-    let serving = tokio::task::spawn_blocking(move || {
-        bridge::run_workers(listener, serving_live, workers, stopped)
-    });
+    let app = App::new(live.clone());
+    let serving = tokio::task::spawn_blocking(move || app.serve(listener, admin, stopped));
     let mut hangups = hangup_signals();
     loop {
         tokio::select! {

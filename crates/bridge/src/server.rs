@@ -18,20 +18,21 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::body::BoxError;
+use crate::config::{DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS};
 
 /// How long a client may take to send its request headers, by default.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS);
 /// Most header lines hyper parses; Bridge refuses more than
-/// [`crate::router::MAX_HEADERS`] itself, with an error body, before this hard limit applies.
+/// [`crate::dispatch::MAX_HEADERS`] itself, with an error body, before this hard limit applies.
 const PARSE_MAX_HEADERS: usize = 1024;
 /// How long in-flight requests may run after a stop was requested, by default.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_millis(DEFAULT_DRAIN_TIMEOUT_MS);
 
 /// Where a server's connections come from.
 pub enum Connections {
     /// Accepted here.
     Listener(TcpListener),
-    /// Accepted elsewhere and handed to this worker (see [`crate::run_workers`]).
+    /// Accepted elsewhere and handed to this worker (see [`crate::app`]).
     Handoff(mpsc::UnboundedReceiver<std::net::TcpStream>),
 }
 

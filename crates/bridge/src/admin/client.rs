@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
 use crate::body::ReqBody;
-use crate::pool::Pool;
+use crate::upstream::pool::Pool;
 use clap::Subcommand;
 
 /// Time allowed for one admin call.
@@ -104,6 +104,7 @@ pub enum DeploymentAction {
     /// Publish a new deployment (created with its model as production when the model is new).
     Publish {
         #[arg(long)]
+        /// The model to publish to.
         model: String,
         /// The deployment's id.
         #[arg(long)]
@@ -115,6 +116,7 @@ pub enum DeploymentAction {
         #[arg(long, default_value = "openai")]
         api: String,
         #[arg(long)]
+        /// The engine's own model name, when clients route by model name.
         served_model: Option<String>,
         /// More deployment fields as a JSON object, e.g. '{"max_concurrent": 64}'.
         #[arg(long)]
@@ -123,15 +125,19 @@ pub enum DeploymentAction {
     /// Make a deployment the model's production deployment.
     Promote {
         #[arg(long)]
+        /// The model.
         model: String,
         #[arg(long)]
+        /// The deployment to make production.
         id: String,
     },
     /// Retire a deployment that is not production.
     Retire {
         #[arg(long)]
+        /// The model.
         model: String,
         #[arg(long)]
+        /// The deployment to retire.
         id: String,
         /// Stop taking new requests now; remove it once its requests in flight are done.
         #[arg(long)]

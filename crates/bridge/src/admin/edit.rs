@@ -1,7 +1,6 @@
 //! Changes to the config file made by the admin API, on the parsed document: only the entries
 //! concerned are touched, so the operator's comments and layout stay as they were.
 
-use http::StatusCode;
 use serde_json::{Map, Value};
 use toml_edit::{ArrayOfTables, DocumentMut, InlineTable, Item, Table};
 
@@ -9,7 +8,7 @@ use crate::config::DeploymentConfig;
 use crate::error::ApiError;
 
 fn conflict(message: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "invalid_request_error", message).with_code("conflict")
+    ApiError::conflict(message)
 }
 
 fn models(doc: &mut DocumentMut) -> Option<&mut ArrayOfTables> {
@@ -187,6 +186,7 @@ fn to_value(value: &Value) -> Option<toml_edit::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     const FILE: &str = "# Fleet config\n[[models]]\nid = \"llama\" # the big one\nproduction = \"v1\"\n\n[[models.deployments]]\nid = \"v1\"\nreplicas = [\"http://10.0.0.1:8000/v1\"] # rack A\n";
 

@@ -7,13 +7,13 @@ use serde_json::{json, Value};
 
 /// What one simulated answer is made of.
 #[derive(Debug, Clone)]
-pub struct Answer {
-    pub id: String,
-    pub created: u64,
-    pub model: String,
+pub(crate) struct Answer {
+    pub(crate) id: String,
+    pub(crate) created: u64,
+    pub(crate) model: String,
     /// The reply, already split into the pieces a stream sends.
-    pub pieces: Vec<String>,
-    pub prompt_tokens: u64,
+    pub(crate) pieces: Vec<String>,
+    pub(crate) prompt_tokens: u64,
 }
 
 impl Answer {
@@ -21,7 +21,7 @@ impl Answer {
         self.pieces.concat()
     }
 
-    pub fn usage(&self) -> Value {
+    pub(crate) fn usage(&self) -> Value {
         let completion = self.pieces.len() as u64;
         json!({
             "prompt_tokens": self.prompt_tokens,
@@ -30,7 +30,7 @@ impl Answer {
         })
     }
 
-    pub fn chat_completion(&self) -> Value {
+    pub(crate) fn chat_completion(&self) -> Value {
         json!({
             "id": self.id,
             "object": "chat.completion",
@@ -47,7 +47,7 @@ impl Answer {
         })
     }
 
-    pub fn text_completion(&self) -> Value {
+    pub(crate) fn text_completion(&self) -> Value {
         json!({
             "id": self.id,
             "object": "text_completion",
@@ -61,7 +61,12 @@ impl Answer {
 
     /// A streamed chunk. `delta` is `Some(text)` for content, `None` for the final chunk;
     /// `first` adds the assistant role.
-    pub fn chat_chunk(&self, delta: Option<&str>, first: bool, with_usage_field: bool) -> Value {
+    pub(crate) fn chat_chunk(
+        &self,
+        delta: Option<&str>,
+        first: bool,
+        with_usage_field: bool,
+    ) -> Value {
         let (delta, finish) = match delta {
             Some(text) if first => (json!({"role": "assistant", "content": text}), Value::Null),
             Some(text) => (json!({"content": text}), Value::Null),
@@ -81,7 +86,7 @@ impl Answer {
         chunk
     }
 
-    pub fn completion_chunk(&self, text: Option<&str>, with_usage_field: bool) -> Value {
+    pub(crate) fn completion_chunk(&self, text: Option<&str>, with_usage_field: bool) -> Value {
         let finish = if text.is_some() {
             Value::Null
         } else {
@@ -102,7 +107,7 @@ impl Answer {
     }
 
     /// The final usage chunk: `choices` empty, `usage` set.
-    pub fn usage_chunk(&self, object: &str) -> Value {
+    pub(crate) fn usage_chunk(&self, object: &str) -> Value {
         json!({
             "id": self.id,
             "object": object,
@@ -117,7 +122,7 @@ impl Answer {
 
 /// `POST /embeddings`: one deterministic vector per input, as floats or base64 (the Python SDK
 /// asks for base64 by default and decodes it).
-pub fn embeddings(body: &Value, model: &str) -> Value {
+pub(crate) fn embeddings(body: &Value, model: &str) -> Value {
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) => items
@@ -175,7 +180,7 @@ fn vector_for(text: &str, dims: usize) -> Vec<f32> {
 }
 
 /// A vLLM-style error body: OpenAI envelope with an *integer* code, or the older flat shape.
-pub fn engine_error(status: u16, message: &str, flat: bool) -> Value {
+pub(crate) fn engine_error(status: u16, message: &str, flat: bool) -> Value {
     let kind = match status {
         400 => "BadRequestError",
         404 => "NotFoundError",

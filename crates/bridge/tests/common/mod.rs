@@ -13,9 +13,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bridge::app::{App, Serving};
 use bridge::config::Config;
 use bridge::sim::{self, SimConfig};
-use bridge::AppState;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -33,6 +33,8 @@ pub type TestBody = BoxBody<Bytes, BoxError>;
 pub struct Running {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    /// A Bridge on threads of its own (asked to stop when dropped).
+    serving: Option<Serving>,
 }
 
 impl Running {
@@ -44,6 +46,25 @@ impl Running {
     pub fn base(&self) -> String {
         self.url("/v1")
     }
+}
+
+impl Running {
+    /// A Bridge served by [`App`] on `listener`.
+    fn bridge(addr: SocketAddr, serving: Serving) -> Running {
+        Running {
+            addr,
+            stop: None,
+            serving: Some(serving),
+        }
+    }
+}
+
+fn listener_addr(listener: &std::net::TcpListener) -> SocketAddr {
+    listener.local_addr().unwrap()
+}
+
+fn std_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
 impl Drop for Running {
@@ -80,6 +101,7 @@ impl Sim {
         Running {
             addr,
             stop: Some(tx),
+            serving: None,
         }
     }
 
@@ -95,6 +117,7 @@ impl Sim {
         Running {
             addr,
             stop: Some(tx),
+            serving: None,
         }
     }
 }
@@ -164,6 +187,7 @@ impl Capture {
             server: Running {
                 addr,
                 stop: Some(tx),
+                serving: None,
             },
             seen,
         }
@@ -210,26 +234,31 @@ pub fn json_response(status: u16, body: &Value) -> Response<TestBody> {
         .unwrap()
 }
 
-/// Bridge, in-process, serving `config_toml`.
+/// Bridge, in this test process, serving `config_toml` with the binary's worker model
+/// ([`App`]); one worker unless the config says otherwise.
 pub struct Bridge;
 
 impl Bridge {
     pub async fn start(config_toml: &str) -> Running {
-        let config = Config::parse(config_toml, "test.toml").unwrap();
-        let registry = config.validate("test.toml").unwrap();
-        let listener = listener().await;
-        let addr = listener.local_addr().unwrap();
-        let (tx, stop) = stopper();
-        tokio::spawn(bridge::run(
-            listener,
-            Arc::new(AppState::new(registry)),
-            stop,
-        ));
-        Running {
-            addr,
-            stop: Some(tx),
-        }
+        let registry = registry(config_toml);
+        let listener = std_listener();
+        let addr = listener_addr(&listener);
+        let serving = App::fixed(registry).start(listener, None).unwrap();
+        Running::bridge(addr, serving)
     }
+
+    /// The same Bridge, answering in process with no socket.
+    pub fn in_process(config_toml: &str) -> App {
+        App::fixed(registry(config_toml))
+    }
+}
+
+/// `config_toml` validated, with `workers = 1` unless it sets `workers`: tests that count an
+/// engine's connections expect one worker's pool.
+fn registry(config_toml: &str) -> bridge::config::registry::Registry {
+    let mut config = Config::parse(config_toml, "test.toml").unwrap();
+    config.server.workers.get_or_insert(1);
+    config.validate("test.toml").unwrap()
 }
 
 /// A real `bridge serve` process over a config file of its own; killed when dropped (unless
@@ -311,28 +340,19 @@ impl Drop for BridgeProcess {
 /// admin API gets its own port-0 listener.
 pub async fn start_from_file(path: &std::path::Path) -> (Running, Running) {
     let text = std::fs::read_to_string(path).unwrap();
-    let registry = Config::parse(&text, "test.toml")
-        .unwrap()
-        .validate("test.toml")
-        .unwrap();
-    let live = bridge::live::Live::from_file(registry, path.to_path_buf(), text);
-    let listener = listener().await;
-    let addr = listener.local_addr().unwrap();
-    let (tx, stop) = stopper();
-    let state = Arc::new(AppState::shared(live.clone(), Arc::default()));
-    tokio::spawn(bridge::run(listener, state, stop));
-    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin_listener.local_addr().unwrap();
-    let (admin_tx, admin_stop) = stopper();
-    tokio::spawn(bridge::admin::serve(admin_listener, live, admin_stop));
+    let mut config = Config::parse(&text, "test.toml").unwrap();
+    config.server.workers.get_or_insert(1);
+    let registry = config.validate("test.toml").unwrap();
+    let live = bridge::config::live::Live::from_file(registry, path.to_path_buf(), text);
+    let (listener, admin) = (std_listener(), std_listener());
+    let (addr, admin_addr) = (listener_addr(&listener), listener_addr(&admin));
+    let serving = App::new(live).start(listener, Some(admin)).unwrap();
     (
-        Running {
-            addr,
-            stop: Some(tx),
-        },
+        Running::bridge(addr, serving),
         Running {
             addr: admin_addr,
-            stop: Some(admin_tx),
+            stop: None,
+            serving: None,
         },
     )
 }

@@ -9,17 +9,13 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 use tokio::sync::OnceCell;
 
-use crate::auth::{ApiKey, Keys};
-use crate::balance::{Limiter, RetryBudget};
-use crate::config::{
-    AdminConfig, Api, Config, ConfigError, DeploymentConfig, KeyConfig, ModelConfig,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES,
+use super::file::*;
+use super::keys::{ApiKey, Keys};
+use super::registry::{
+    AdminSettings, Deployment, HealthCheck, Model, Registry, Replica, Wake, MAX_ID_LEN,
 };
-use crate::metrics::Stats;
-use crate::registry::{
-    AdminSettings, Deployment, HealthCheck, Model, Registry, Replica, Wake,
-    DEFAULT_FIRST_BYTE_TIMEOUT_MS, MAX_ID_LEN,
-};
+use super::state::{Limiter, RetryBudget};
+use crate::observe::stats::Stats;
 
 /// Reads a secret from a literal, an environment variable or a file (exactly one of them).
 fn secret(
@@ -131,16 +127,25 @@ impl Config {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let body_read_timeout =
-            Duration::from_millis(self.server.body_read_timeout_ms.unwrap_or(60_000).max(1));
-        let drain_timeout = Duration::from_millis(self.server.drain_timeout_ms.unwrap_or(30_000));
-        let header_read_timeout = self
-            .server
-            .header_read_timeout_ms
-            .map_or(crate::server::HEADER_READ_TIMEOUT, |ms| {
-                Duration::from_millis(ms.max(1))
-            });
-        let drain_delay = Duration::from_millis(self.server.drain_delay_ms.unwrap_or(0));
+        let body_read_timeout = Duration::from_millis(
+            self.server
+                .body_read_timeout_ms
+                .unwrap_or(DEFAULT_BODY_READ_TIMEOUT_MS)
+                .max(1),
+        );
+        let drain_timeout = Duration::from_millis(
+            self.server
+                .drain_timeout_ms
+                .unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS),
+        );
+        let header_read_timeout = Duration::from_millis(
+            self.server
+                .header_read_timeout_ms
+                .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_MS)
+                .max(1),
+        );
+        let drain_delay =
+            Duration::from_millis(self.server.drain_delay_ms.unwrap_or(DEFAULT_DRAIN_DELAY_MS));
         let keys = Keys::new(keys);
         let admin = self.admin.as_ref().map(validate_admin).transpose()?;
         Ok(Registry {
@@ -247,13 +252,17 @@ fn validate_deployment(
         .map(|r| Replica::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
     let health_path = d.health_path.clone().unwrap_or_else(|| match d.api {
-        Api::Openai => "/health".to_string(),
+        Api::Openai => DEFAULT_HEALTH_PATH.to_string(),
         Api::Predict => String::new(),
     });
     let health = (!health_path.is_empty()).then(|| HealthCheck {
-        interval: Duration::from_millis(d.health_interval_ms.unwrap_or(5_000).max(10)),
-        healthy_after: d.healthy_after.unwrap_or(1).max(1),
-        unhealthy_after: d.unhealthy_after.unwrap_or(2).max(1),
+        interval: Duration::from_millis(
+            d.health_interval_ms
+                .unwrap_or(DEFAULT_HEALTH_INTERVAL_MS)
+                .max(10),
+        ),
+        healthy_after: d.healthy_after.unwrap_or(DEFAULT_HEALTHY_AFTER).max(1),
+        unhealthy_after: d.unhealthy_after.unwrap_or(DEFAULT_UNHEALTHY_AFTER).max(1),
     });
     if health.is_some() {
         for replica in &mut replicas {
@@ -269,7 +278,7 @@ fn validate_deployment(
                 .as_deref()
                 .map(|u| u.parse::<Uri>().map_err(|e| format!("wake_url '{u}': {e}")))
                 .transpose()?,
-            max_parked: d.max_parked.unwrap_or(1024),
+            max_parked: d.max_parked.unwrap_or(DEFAULT_MAX_PARKED),
             parked: Default::default(),
             called: Default::default(),
         }),
@@ -279,7 +288,7 @@ fn validate_deployment(
             return Err("a [predict] table applies only to api = \"predict\" deployments".into())
         }
         (Api::Openai, None) => None,
-        (Api::Predict, config) => Some(crate::predict::settings(config.as_ref())?),
+        (Api::Predict, config) => Some(super::predict::settings(config.as_ref())?),
     };
     let upstream_auth = engine_auth(d)?;
     Ok(Deployment {
@@ -292,31 +301,29 @@ fn validate_deployment(
         first_byte_timeout: Duration::from_millis(
             d.timeouts
                 .first_byte_ms
-                .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT_MS)
+                .unwrap_or(DEFAULT_FIRST_BYTE_MS)
                 .max(1),
         ),
-        connect_timeout: d
-            .timeouts
-            .connect_ms
-            .map_or(crate::pool::CONNECT_TIMEOUT, |ms| {
-                Duration::from_millis(ms.max(1))
-            }),
-        idle_timeout: Duration::from_millis(d.timeouts.idle_ms.unwrap_or(300_000).max(1)),
+        connect_timeout: Duration::from_millis(
+            d.timeouts.connect_ms.unwrap_or(DEFAULT_CONNECT_MS).max(1),
+        ),
+        idle_timeout: Duration::from_millis(d.timeouts.idle_ms.unwrap_or(DEFAULT_IDLE_MS).max(1)),
         total_timeout: d.timeouts.total_ms.map(Duration::from_millis),
         heartbeat: d
             .heartbeat_ms
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis),
         inject_usage: d.inject_usage.unwrap_or(true),
-        max_retries: d.max_retries.unwrap_or(2),
-        eject_after: d.eject_after.unwrap_or(5).max(1),
+        max_retries: d.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+        eject_after: d.eject_after.unwrap_or(DEFAULT_EJECT_AFTER).max(1),
         retry_budget: RetryBudget::default(),
         health,
         wake,
         ready: tokio::sync::Notify::new(),
         limiter: d.max_concurrent.filter(|&n| n > 0).map(|n| {
-            let wait = Duration::from_millis(d.queue_timeout_ms.unwrap_or(30_000));
-            Limiter::new(n, d.max_queued.unwrap_or(0), wait)
+            let wait =
+                Duration::from_millis(d.queue_timeout_ms.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS));
+            Limiter::new(n, d.max_queued.unwrap_or(DEFAULT_MAX_QUEUED), wait)
         }),
         reported_model: OnceCell::new(),
         stats: Stats::new(key_labels),

@@ -16,12 +16,13 @@ use serde_json::{json, Value};
 
 use super::stream::{ChunkWriter, PredictEvents};
 use super::{Context, Kind};
-use crate::body::ResBody;
 use crate::error::ApiError;
-use crate::metrics::UpstreamFailure;
-use crate::pool::{TimedOut, UpstreamBody};
-use crate::record::Record;
-use crate::relay::{engine_error, mark_sse, StreamRelay};
+use crate::observe::record::Record;
+use crate::observe::stats::UpstreamFailure;
+use crate::relay::head::{compressed_stream, engine_error, is_compressed, mark_sse};
+use crate::relay::lifetime::{EngineBody, TimedOut};
+use crate::relay::stream::StreamRelay;
+use crate::relay::ResBody;
 
 /// Largest non-streaming answer read from a model (far beyond any sane completion).
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
@@ -43,7 +44,7 @@ pub fn tokens(usage: &Value) -> Option<(u64, u64)> {
 /// Builds the client's response from the model's.
 /// `heartbeat`: `: ping` comments on streams after this much silence from the model.
 pub async fn relay(
-    upstream: Response<UpstreamBody>,
+    upstream: Response<EngineBody>,
     context: Context,
     heartbeat: Option<Duration>,
     record: &mut Record,
@@ -53,8 +54,8 @@ pub async fn relay(
         body.settle();
         return Err(engine_error(parts.status, &parts.headers, body).await);
     }
-    if crate::relay::is_compressed(&parts.headers) {
-        return Err(crate::relay::compressed_stream());
+    if is_compressed(&parts.headers) {
+        return Err(compressed_stream());
     }
     let content_type = parts
         .headers
@@ -69,7 +70,7 @@ pub async fn relay(
         let sse = content_type.starts_with("text/event-stream");
         let (adapter, first) = PredictEvents::new(context, sse);
         let stream = StreamRelay::new(body, adapter, first, heartbeat);
-        return Ok(sse_response(ResBody::Predict(Box::new(stream))));
+        return Ok(sse_response(ResBody::stream(stream)));
     }
     let bytes = read_answer(&mut body).await.inspect_err(|e| {
         if let Some(why) = e.upstream_failure {
@@ -112,7 +113,7 @@ fn sse_response(body: ResBody) -> Response<ResBody> {
 }
 
 /// The whole answer, bounded in size; the body's idle and total limits apply while reading.
-async fn read_answer(body: &mut UpstreamBody) -> Result<Bytes, ApiError> {
+async fn read_answer(body: &mut EngineBody) -> Result<Bytes, ApiError> {
     let mut out = BytesMut::new();
     while let Some(frame) = body.frame().await {
         match frame {

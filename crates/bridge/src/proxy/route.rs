@@ -10,9 +10,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::body::ReqBody;
+use crate::config::registry::MAX_ID_LEN;
 use crate::error::{ApiError, ROUTING_HINT};
 use crate::json::{scan_members, JsonError, Member};
-use crate::registry::MAX_ID_LEN;
 
 /// The member added to streams when Bridge asks the engine for usage.
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
@@ -23,6 +23,7 @@ pub const MODEL_FORM_PREFIX: &str = "baseten/";
 /// Where the client asked to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
+    /// The model the client named.
     pub model_id: String,
     /// `None` (absent or JSON null) means the production deployment.
     pub deployment_id: Option<String>,
@@ -34,6 +35,7 @@ pub struct Routing {
 /// A scanned request body: the routing and what to cut or replace when forwarding.
 #[derive(Debug)]
 pub struct RoutedBody {
+    /// Where the client asked to go.
     pub routing: Routing,
     baseten: Option<Member>,
     /// The last `model` member (the one Python's `json`, and so the engine, would use).
@@ -310,5 +312,5 @@ impl RoutedBody {
 }
 
 #[cfg(test)]
-#[path = "routing_tests.rs"]
+#[path = "route_tests.rs"]
 mod tests;

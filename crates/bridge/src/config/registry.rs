@@ -2,7 +2,7 @@
 //!
 //! Everything that can be worked out once is worked out here (upstream URIs per route, the
 //! `Authorization` header for each engine, key digests), so the request path only does lookups.
-//! [`crate::validate`] builds it from the operator's config.
+//! [`crate::config::validate`] builds it from the operator's config.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,13 +12,10 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 use tokio::sync::OnceCell;
 
-use crate::auth::Keys;
-use crate::balance::{Limiter, ReplicaState, RetryBudget};
-use crate::config::{Api, DeploymentConfig};
-use crate::metrics::Stats;
-
-/// Default time allowed for response headers: the OpenAI SDK's own 600 s timeout.
-pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 600_000;
+use super::file::{Api, DeploymentConfig};
+use super::keys::Keys;
+use super::state::{Limiter, ReplicaState, RetryBudget};
+use crate::observe::stats::Stats;
 
 /// Longest model or deployment id accepted in config (and so worth looking up).
 pub const MAX_ID_LEN: usize = 256;
@@ -26,7 +23,9 @@ pub const MAX_ID_LEN: usize = 256;
 /// Runtime routing table and settings.
 #[derive(Debug)]
 pub struct Registry {
+    /// Client listener address (a restart applies a change).
     pub listen: SocketAddr,
+    /// Largest request body accepted.
     pub max_request_bytes: u64,
     /// Time allowed to receive a request body.
     pub body_read_timeout: Duration,
@@ -38,6 +37,7 @@ pub struct Registry {
     pub drain_delay: Duration,
     /// Worker threads to serve with.
     pub workers: usize,
+    /// Client keys; empty: authentication off.
     pub keys: Keys,
     /// When this configuration was loaded (Unix seconds): the models' `created`.
     pub created: u64,
@@ -56,24 +56,35 @@ pub struct Registry {
 /// Validated `[admin]`.
 #[derive(Debug)]
 pub struct AdminSettings {
+    /// Admin listener address.
     pub listen: SocketAddr,
     /// Admin keys; empty only on a loopback listener.
     pub keys: Keys,
 }
 
 #[derive(Debug)]
+/// A model clients can route to.
 pub struct Model {
+    /// Its id, as clients name it.
     pub id: String,
+    /// The deployment that serves when the client names none.
     pub production: String,
+    /// Its deployments by id.
     pub deployments: BTreeMap<String, Arc<Deployment>>,
 }
 
 #[derive(Debug)]
+/// One deployment of a model: its replicas and every setting its requests need, worked out once.
 pub struct Deployment {
+    /// Its id, as clients name it.
     pub id: String,
+    /// The model it belongs to.
     pub model_id: String,
+    /// What its replicas speak.
     pub api: Api,
+    /// The engine processes serving it.
     pub replicas: Vec<Replica>,
+    /// The engine's model name, when configured (else asked of a replica).
     pub served_model: Option<String>,
     /// `Authorization` value for the engine, when it has a key.
     pub upstream_auth: Option<HeaderValue>,
@@ -108,7 +119,7 @@ pub struct Deployment {
     /// What `/metrics` reports for this deployment.
     pub stats: Stats,
     /// The predict adapter's settings (`api = "predict"` only).
-    pub predict: Option<PredictSettings>,
+    pub predict: Option<super::predict::PredictSettings>,
     /// The configuration it was built from (a reload with the same one keeps this deployment,
     /// its counters and queues).
     pub config: DeploymentConfig,
@@ -116,29 +127,25 @@ pub struct Deployment {
     pub retiring: std::sync::atomic::AtomicBool,
 }
 
-/// Validated `[models.deployments.predict]`.
-#[derive(Debug, Clone)]
-pub struct PredictSettings {
-    pub output_key: String,
-    /// Forwarded field → the name the model expects.
-    pub rename: BTreeMap<String, String>,
-    /// Fields forwarded as they are, beyond the adapter's own list.
-    pub extra_fields: Vec<String>,
-}
-
 /// How replicas are checked.
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
+    /// Time between checks of one replica.
     pub interval: Duration,
+    /// Consecutive passes that make a replica healthy again.
     pub healthy_after: u32,
+    /// Consecutive failures that make it unhealthy.
     pub unhealthy_after: u32,
 }
 
 /// Parking settings of a deployment that scales to zero.
 #[derive(Debug)]
 pub struct Wake {
+    /// Longest wait for a replica to become ready.
     pub timeout: Duration,
+    /// Called (POST) once per wake-up, when set.
     pub url: Option<Uri>,
+    /// Most requests parked at once.
     pub max_parked: usize,
     /// Requests parked now.
     pub parked: std::sync::atomic::AtomicUsize,
@@ -149,9 +156,13 @@ pub struct Wake {
 /// The OpenAI routes Bridge forwards, and where each lands on an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `POST chat/completions`.
     ChatCompletions,
+    /// `POST completions`.
     Completions,
+    /// `POST embeddings`.
     Embeddings,
+    /// `GET models` (asked of a replica for its model name).
     Models,
     /// A predict deployment's replica URL itself.
     Predict,
@@ -167,6 +178,7 @@ impl Endpoint {
         }
     }
 
+    /// Every endpoint, in the order of their URIs in a [`Replica`].
     pub const ALL: [Endpoint; 5] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
@@ -201,6 +213,7 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// A replica from its configured base URL: `http://host:port/path`, no query, no https.
     pub fn parse(base: &str) -> Result<Replica, String> {
         let base = base.trim_end_matches('/').to_string();
         let parsed: Uri = base
@@ -268,12 +281,14 @@ impl Replica {
         status
     }
 
+    /// The replica's URI for `endpoint` (built once, cloned per request).
     pub fn uri(&self, endpoint: Endpoint) -> Uri {
         self.uris[endpoint as usize].clone()
     }
 }
 
 impl Registry {
+    /// The model with this id.
     pub fn model(&self, id: &str) -> Option<&Arc<Model>> {
         self.models.get(id)
     }
@@ -284,10 +299,7 @@ impl Registry {
         for model in self.models.values() {
             out.push_str(&format!("model {}\n", model.id));
             for d in model.deployments.values() {
-                let api = match d.api {
-                    Api::Openai => "openai",
-                    Api::Predict => "predict",
-                };
+                let api = d.api.name();
                 let production = if d.id == model.production {
                     " (production)"
                 } else {

@@ -9,7 +9,6 @@
 //! request it could not write, and only such a request is retried, on a fresh connection.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -24,11 +23,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::balance::InFlight;
 use crate::body::ReqBody;
-use crate::metrics::UpstreamFailure;
-use crate::record::Record;
-use crate::usage::Tail;
 
 /// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -36,8 +31,6 @@ pub const POOL_IDLE: Duration = Duration::from_secs(4);
 pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Idle connections kept per replica and worker; more are closed when they come back.
 pub const POOL_MAX_IDLE_PER_REPLICA: usize = 256;
-/// Time allowed to open a TCP connection to a replica, unless a deployment sets its own.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A kept-alive connection closed without any answer this soon after the request was written
 /// counts as the engine closing an idle connection (a race with keep-alive expiry or a shutdown),
 /// not as a crash while working on the request: such a request may go to another replica. The
@@ -88,7 +81,7 @@ impl Pool {
         &self,
         mut request: Request<ReqBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Result<Response<PooledBody>, SendError> {
         let uri = request.uri().clone();
         let authority = uri
             .authority()
@@ -114,14 +107,9 @@ impl Pool {
                         authority,
                         sender,
                     };
-                    return Ok(response.map(|body| UpstreamBody {
+                    return Ok(response.map(|body| PooledBody {
                         inner: body,
                         give_back: Some(giver),
-                        in_flight: None,
-                        slot: None,
-                        limits: None,
-                        record: None,
-                        usage_tail: None,
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -256,82 +244,44 @@ impl GiveBack {
 }
 
 /// An engine's response body; finishing it returns the connection to the pool, dropping it
-/// early closes the connection.
-pub struct UpstreamBody {
+/// early (or [`PooledBody::discard`]) closes the connection.
+pub struct PooledBody {
     inner: Incoming,
     give_back: Option<GiveBack>,
-    /// Keeps the request counted against its replica until the body is gone.
-    in_flight: Option<InFlight>,
-    /// The deployment's concurrency slot, when it has a limit.
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// Idle-gap and total time limits, when set.
-    limits: Option<Box<Limits>>,
-    /// What the request did, recorded when the body is gone (a cancellation if it had not
-    /// ended).
-    record: Option<Box<Record>>,
-    /// The last bytes of a JSON answer, where engines put `usage`.
-    usage_tail: Option<Tail>,
 }
 
-/// Time limits on a response body.
-struct Limits {
-    idle: Duration,
-    idle_timer: Pin<Box<tokio::time::Sleep>>,
-    total_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+impl PooledBody {
+    /// The connection must not be reused (the body will not be read to its end cleanly): it
+    /// closes when the body is dropped.
+    pub fn discard(&mut self) {
+        self.give_back = None;
+    }
+
+    fn give_back(&mut self) {
+        if let Some(giver) = self.give_back.take() {
+            giver.give_back();
+        }
+    }
 }
 
-/// A response body that went silent for longer than allowed, or outlived its total time.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TimedOut(pub String);
-
-impl Body for UpstreamBody {
+impl Body for PooledBody {
     type Data = Bytes;
-    type Error = crate::body::BoxError;
+    type Error = hyper::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                if let Some(expired) = self.limits.as_mut().and_then(|l| l.expired(cx)) {
-                    self.give_back = None;
-                    self.failed(UpstreamFailure::Timeout);
-                    return Poll::Ready(Some(Err(Box::new(TimedOut(expired)))));
-                }
-                return Poll::Pending;
-            }
-        };
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             // Servers stop polling a body of known length once it is all written, so the end
             // is noticed on the last frame, not only on `None`.
-            None => self.finish(),
-            Some(Ok(frame)) if self.inner.is_end_stream() => {
-                if let (Some(tail), Some(data)) = (self.usage_tail.as_mut(), frame.data_ref()) {
-                    tail.push(data);
-                }
-                self.finish();
-            }
-            Some(Err(_)) => {
-                self.give_back = None;
-                self.failed(UpstreamFailure::Reset);
-            }
-            Some(Ok(frame)) => {
-                if let (Some(tail), Some(data)) = (self.usage_tail.as_mut(), frame.data_ref()) {
-                    tail.push(data);
-                }
-                if let Some(limits) = self.limits.as_mut() {
-                    let idle = limits.idle;
-                    limits
-                        .idle_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + idle);
-                }
-            }
+            None => self.give_back(),
+            Some(Ok(_)) if self.inner.is_end_stream() => self.give_back(),
+            Some(Err(_)) => self.discard(),
+            Some(Ok(_)) => {}
         }
-        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -340,84 +290,5 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Limits {
-    /// Which limit expired, if one did (registers the timers' wake-ups otherwise).
-    fn expired(&mut self, cx: &mut Context<'_>) -> Option<String> {
-        if self.idle_timer.as_mut().poll(cx).is_ready() {
-            return Some(format!(
-                "the engine sent nothing for {} ms",
-                self.idle.as_millis()
-            ));
-        }
-        let total = self.total_timer.as_mut()?;
-        total
-            .as_mut()
-            .poll(cx)
-            .is_ready()
-            .then(|| "the request exceeded its total time limit".to_string())
-    }
-}
-
-impl UpstreamBody {
-    /// Limits the silence between chunks to `idle`, and the whole request to `total_deadline`.
-    pub fn limit(&mut self, idle: Duration, total_deadline: Option<tokio::time::Instant>) {
-        self.limits = Some(Box::new(Limits {
-            idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
-            total_timer: total_deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-        }));
-    }
-
-    /// Counts this response against its replica, and holds its deployment slot, until the
-    /// body ends or is dropped.
-    pub fn hold(&mut self, in_flight: InFlight, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
-        self.in_flight = Some(in_flight);
-        self.slot = slot;
-    }
-
-    /// Hands the request's record to the body: it is recorded when the body is gone.
-    pub fn attach(&mut self, record: Record) {
-        self.record = Some(Box::new(record));
-    }
-
-    /// The request's record, once attached.
-    pub fn record(&mut self) -> Option<&mut Record> {
-        self.record.as_deref_mut()
-    }
-
-    /// Keeps the end of this (JSON) body to count the `usage` the engine reports in it.
-    pub fn track_usage(&mut self) {
-        self.usage_tail = Some(Tail::default());
-    }
-
-    /// The request is over whatever happens to the rest of the body (it ended, failed, or is
-    /// being read only in part on purpose): dropping it is no cancellation.
-    pub fn settle(&mut self) {
-        if let Some(record) = self.record.as_mut() {
-            record.settle();
-        }
-    }
-
-    /// The engine broke off or went silent.
-    fn failed(&mut self, why: UpstreamFailure) {
-        if let Some(record) = self.record.as_mut() {
-            record.upstream_error(why);
-            record.settle();
-        }
-    }
-
-    fn finish(&mut self) {
-        if let (Some(tail), Some(record)) = (self.usage_tail.take(), self.record.as_mut()) {
-            if let Some((prompt, completion)) = tail.usage() {
-                record.usage(prompt, completion);
-            }
-        }
-        self.settle();
-        if let Some(giver) = self.give_back.take() {
-            giver.give_back();
-        }
     }
 }

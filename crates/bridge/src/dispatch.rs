@@ -2,22 +2,66 @@
 //!
 //! Every route exists twice: under `/v1/direct` (what clients get with
 //! `base_url=".../v1/direct"`) and under `/v1` (the hosted bridge's later URL form).
-//! Every response, success or error, carries `x-request-id`.
+//! Every response, success or error, carries `x-request-id`. [`handle`] is generic over the
+//! request body, so routing and error shapes can be tested in process, with no socket.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::body::ResBody;
+use crate::body::BoxError;
+use crate::config::live::Live;
+use crate::config::registry::{Endpoint, Model, Registry};
+use crate::dialect;
 use crate::error::ApiError;
-use crate::metrics;
+use crate::observe::metrics;
+use crate::proxy::auth::authenticate;
+use crate::proxy::exchange::Exchange;
 use crate::proxy::forward;
-use crate::registry::{Endpoint, Model, Registry};
-use crate::AppState;
+use crate::relay::ResBody;
+use crate::upstream::client::Upstream;
+
+/// What every request on one worker shares: the routing table in force, the worker's upstream
+/// connection pool, and whether Bridge is stopping.
+#[derive(Debug)]
+pub struct AppState {
+    live: Arc<Live>,
+    upstream: Upstream,
+    /// Set once a stop was requested (shared by all workers): `/health` then answers 503.
+    draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State for one worker: the routing table and the draining flag are shared, the upstream
+    /// pool is the worker's own.
+    pub fn new(live: Arc<Live>, draining: Arc<AtomicBool>) -> Self {
+        AppState {
+            live,
+            upstream: Upstream::new(),
+            draining,
+        }
+    }
+
+    /// The worker's way to its engines.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The routing table for one request. A request keeps the table it started with.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.live.load()
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
 
 /// Most request headers accepted (431 past it).
 pub const MAX_HEADERS: usize = 100;
@@ -76,22 +120,30 @@ fn by_model_in_path(path: &str) -> Option<Route<'_>> {
         .then_some(Route::Forward(endpoint, Some(model_id)))
 }
 
-/// The hyper service function. Everything logged while the request is handled carries its
-/// request id, through the span.
-pub async fn handle(
+/// The service function. Everything logged while the request is handled carries its request id,
+/// through the span.
+pub async fn handle<B>(
     state: Arc<AppState>,
-    request: Request<Incoming>,
-) -> Result<Response<ResBody>, Infallible> {
+    request: Request<B>,
+) -> Result<Response<ResBody>, Infallible>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let request_id = request_id(request.headers().get("x-request-id"));
     let span = tracing::info_span!("request", id = %String::from_utf8_lossy(request_id.as_bytes()));
     Ok(dispatch(state, request, request_id).instrument(span).await)
 }
 
-async fn dispatch(
+async fn dispatch<B>(
     state: Arc<AppState>,
-    request: Request<Incoming>,
+    request: Request<B>,
     request_id: HeaderValue,
-) -> Response<ResBody> {
+) -> Response<ResBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let path = request.uri().path();
     let path = if path.len() > 1 {
         path.trim_end_matches('/')
@@ -99,23 +151,29 @@ async fn dispatch(
         path
     };
     let method = request.method().clone();
-    let result = match route_for(path) {
-        _ if request.headers().len() > MAX_HEADERS => Err(headers_too_large(format!(
+    let route = route_for(path);
+    // The client's dialect shapes its errors; Bridge's own routes speak OpenAI's.
+    let dialect = dialect::of(match route {
+        Some(Route::Forward(endpoint, _)) => endpoint,
+        _ => Endpoint::Models,
+    });
+    let result = match route {
+        _ if request.headers().len() > MAX_HEADERS => Err(ApiError::headers_too_large(format!(
             "the request has {} headers; at most {MAX_HEADERS} are accepted",
             request.headers().len()
         ))),
-        _ if header_bytes(request.headers()) > MAX_HEADER_BYTES => Err(headers_too_large(format!(
-            "the request headers are larger than {MAX_HEADER_BYTES} bytes"
+        _ if header_bytes(request.headers()) > MAX_HEADER_BYTES => {
+            Err(ApiError::headers_too_large(format!(
+                "the request headers are larger than {MAX_HEADER_BYTES} bytes"
+            )))
+        }
+        None => Err(ApiError::unknown_route(format!(
+            "unknown route: {method} {path}"
         ))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            format!("unknown route: {method} {path}"),
-        )
-        .with_code("unknown_route")),
         Some(Route::Forward(endpoint, model_id)) if method == Method::POST => {
-            let model_id = model_id.map(str::to_string);
-            forward(&state, request, endpoint, model_id.as_deref(), &request_id).await
+            let path_model = model_id.map(str::to_string);
+            let ex = Exchange::new(state.registry(), request_id.clone(), endpoint, path_model);
+            forward(&state.upstream, ex, request).await
         }
         Some(Route::Forward(..)) => Err(method_not_allowed(&method, path, "POST")),
         Some(_) if method != Method::GET && method != Method::HEAD => {
@@ -127,20 +185,17 @@ async fn dispatch(
             if registry.public_metrics {
                 Ok(metrics::response(&registry))
             } else {
-                Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "invalid_request_error",
+                Err(ApiError::unknown_route(
                     "metrics are served on the admin listener only ([server] metrics = false)",
-                )
-                .with_code("unknown_route"))
+                ))
             }
         }
-        Some(Route::Models) => list_models(&state, &request),
-        Some(Route::Model(id)) => get_model(&state, &request, id),
+        Some(Route::Models) => list_models(&state, request.headers()),
+        Some(Route::Model(id)) => get_model(&state, request.headers(), id),
     };
     let mut response = result.unwrap_or_else(|e| {
-        tracing::debug!(status = %e.status, message = %e.message, "request failed");
-        e.into_response()
+        tracing::debug!(status = %e.status, error = e.label(), message = %e.message, "request failed");
+        dialect.error_response(e)
     });
     response.headers_mut().insert("x-request-id", request_id);
     response
@@ -164,24 +219,11 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
-fn headers_too_large(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "invalid_request_error",
-        message,
-    )
-    .with_code("request_headers_too_large")
-}
-
 fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiError {
-    let mut e = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request_error",
+    ApiError::method_not_allowed(
         format!("{method} is not allowed on {path}; use {allow}"),
+        allow,
     )
-    .with_code("method_not_allowed");
-    e.allow = Some(allow);
-    e
 }
 
 /// The client's request id when it is sane, else a fresh random one.
@@ -214,7 +256,7 @@ fn model_object(model: &Model, created: u64) -> Value {
             let replica_state: Vec<Value> = d.replicas.iter().map(|r| r.status(false)).collect();
             json!({
                 "id": d.id,
-                "api": match d.api { crate::config::Api::Openai => "openai", crate::config::Api::Predict => "predict" },
+                "api": d.api.name(),
                 "production": d.id == model.production,
                 "replicas": d.replicas.len(),
                 "replica_state": replica_state,
@@ -233,9 +275,9 @@ fn model_object(model: &Model, created: u64) -> Value {
 
 fn visible<'r>(
     registry: &'r Registry,
-    request: &Request<Incoming>,
+    headers: &HeaderMap,
 ) -> Result<Vec<&'r Arc<Model>>, ApiError> {
-    let caller = registry.keys.authenticate(request.headers())?;
+    let caller = authenticate(&registry.keys, headers)?;
     Ok(registry
         .models
         .values()
@@ -253,12 +295,9 @@ fn json_response(value: &Value) -> Response<ResBody> {
 }
 
 /// `GET /v1/direct/models`: the models the caller's key may use, in the OpenAI list shape.
-fn list_models(
-    state: &AppState,
-    request: &Request<Incoming>,
-) -> Result<Response<ResBody>, ApiError> {
+fn list_models(state: &AppState, headers: &HeaderMap) -> Result<Response<ResBody>, ApiError> {
     let registry = state.registry();
-    let data: Vec<Value> = visible(&registry, request)?
+    let data: Vec<Value> = visible(&registry, headers)?
         .into_iter()
         .map(|m| model_object(m, registry.created))
         .collect();
@@ -268,11 +307,11 @@ fn list_models(
 /// `GET /v1/direct/models/{id}`: one model, or 404 exactly as for a model the key may not use.
 fn get_model(
     state: &AppState,
-    request: &Request<Incoming>,
+    headers: &HeaderMap,
     id: &str,
 ) -> Result<Response<ResBody>, ApiError> {
     let registry = state.registry();
-    let model = visible(&registry, request)?
+    let model = visible(&registry, headers)?
         .into_iter()
         .find(|m| m.id == id)
         .ok_or_else(|| ApiError::model_not_found(id).with_param("model"))?;

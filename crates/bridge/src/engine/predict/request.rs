@@ -7,65 +7,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{uuid_v4, Context, Kind};
+use crate::config::predict::{PredictSettings, FORWARDED, SUPPORTED_HINT, UNSUPPORTED};
 use crate::error::ApiError;
-use crate::registry::PredictSettings;
-
-/// Sampling fields forwarded when the client sets them (renamed as the deployment says).
-pub const FORWARDED: [&str; 7] = [
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "stop",
-    "seed",
-];
-
-/// Fields Bridge itself reads or answers for; never forwarded as they are.
-const HANDLED: [&str; 11] = [
-    "model",
-    "baseten",
-    "messages",
-    "prompt",
-    "stream",
-    "stream_options",
-    "user",
-    "n",
-    "logprobs",
-    "response_format",
-    "max_completion_tokens",
-];
-
-/// Fields the adapter cannot honour, refused by name with what they ask for.
-const UNSUPPORTED: [(&str, &str); 13] = [
-    ("tools", "tool calling"),
-    ("tool_choice", "tool calling"),
-    ("parallel_tool_calls", "tool calling"),
-    ("functions", "function calling"),
-    ("function_call", "function calling"),
-    ("logit_bias", "logit bias"),
-    ("top_logprobs", "log probabilities"),
-    ("audio", "audio output"),
-    ("modalities", "output modalities other than text"),
-    ("prediction", "predicted outputs"),
-    ("echo", "echoing the prompt"),
-    ("best_of", "best_of"),
-    ("suffix", "suffix"),
-];
-
-/// What a client may send to a predict deployment, for error messages.
-const SUPPORTED_HINT: &str = "model, messages (text content) or prompt, stream, \
-stream_options.include_usage, max_tokens (or max_completion_tokens), temperature, top_p, \
-presence_penalty, frequency_penalty, stop, seed, user, n = 1, logprobs = false, \
-response_format of type text";
-
-/// Whether `field` is one the adapter reads, forwards or refuses by itself (so a deployment
-/// cannot list it among its `extra_fields`).
-pub fn is_bridge_field(field: &str) -> bool {
-    FORWARDED.contains(&field)
-        || HANDLED.contains(&field)
-        || UNSUPPORTED.iter().any(|(name, _)| *name == field)
-}
 
 fn refuse(param: String, what: &str) -> ApiError {
     ApiError::bad_request(format!(

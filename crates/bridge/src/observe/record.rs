@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use http::HeaderValue;
 
-use crate::metrics::{Stats, UpstreamFailure};
-use crate::registry::{Deployment, Registry};
+use crate::config::registry::{Deployment, Registry};
+use crate::observe::stats::{Stats, UpstreamFailure};
 
 /// Status logged and counted for a request whose client left before any answer (nginx's 499).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -25,7 +25,7 @@ pub struct Record {
     registry: Arc<Registry>,
     request_id: HeaderValue,
     start: Instant,
-    /// Index into [`crate::metrics::ROUTES`].
+    /// Index into [`crate::observe::stats::ROUTES`].
     route: usize,
     /// Index into the registry's key labels (0: no key).
     key: usize,
@@ -44,6 +44,7 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of a request that just arrived on `route` (an index into [`ROUTES`]).
     pub fn new(registry: Arc<Registry>, request_id: HeaderValue, route: usize) -> Self {
         Record {
             registry,
@@ -62,6 +63,7 @@ impl Record {
         }
     }
 
+    /// The caller's key label.
     pub fn set_key(&mut self, key: usize) {
         self.key = key;
     }
@@ -74,10 +76,12 @@ impl Record {
         }
     }
 
+    /// The replica of the current attempt.
     pub fn set_replica(&mut self, index: usize) {
         self.replica = Some(index);
     }
 
+    /// The status the client got.
     pub fn set_status(&mut self, status: u16) {
         self.status = status;
     }
@@ -168,7 +172,7 @@ impl Drop for Record {
         tracing::info!(
             target: "bridge::request",
             request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
-            route = crate::metrics::ROUTES[self.route],
+            route = crate::observe::stats::ROUTES[self.route],
             key = self.registry.key_labels.get(self.key).map_or("-", String::as_str),
             model = deployment.map_or("-", |d| d.model_id.as_str()),
             deployment = deployment.map_or("-", |d| d.id.as_str()),

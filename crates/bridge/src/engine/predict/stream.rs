@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::response::zero_usage;
 use super::{Context, Kind};
 use crate::error::ApiError;
-use crate::relay::StreamAdapter;
+use crate::relay::stream::StreamAdapter;
 use crate::sse::{event_end, joined_data, MAX_EVENT_BYTES};
 
 /// Writes the events of one adapted stream. The parts shared by every chunk are rendered once.
@@ -29,6 +29,7 @@ pub struct ChunkWriter {
 }
 
 impl ChunkWriter {
+    /// Chunks for the answer to the request `context` describes.
     pub fn new(context: &Context) -> Self {
         let head = format!(
             "data: {{\"id\":{},\"object\":\"{}\",\"created\":{},\"model\":{},\"system_fingerprint\":null,\"choices\":[",
@@ -169,7 +170,7 @@ enum Framing {
 }
 
 /// A model's stream, adapted to OpenAI chunk events as it arrives (driven by
-/// [`StreamRelay`](crate::relay::StreamRelay)).
+/// [`StreamRelay`](crate::relay::stream::StreamRelay)).
 #[derive(Debug)]
 pub struct PredictEvents {
     framing: Framing,

@@ -4,9 +4,12 @@
 
 use bytes::Bytes;
 
+/// How a dialect reads token usage in the tail of a JSON answer.
+pub type JsonUsage = fn(&[u8]) -> Option<(u64, u64)>;
+
 /// The last two frames of a body (shared, not copied): where a JSON answer's `usage` is.
 #[derive(Default)]
-pub(crate) struct Tail {
+pub struct Tail {
     prev: Option<Bytes>,
     last: Option<Bytes>,
 }
@@ -16,11 +19,13 @@ pub(crate) struct Tail {
 const TAIL_BYTES: usize = 2048;
 
 impl Tail {
-    pub(crate) fn push(&mut self, frame: &Bytes) {
+    /// Keeps `frame` (a reference-counted slice, not a copy) as the newest.
+    pub fn push(&mut self, frame: &Bytes) {
         self.prev = self.last.replace(frame.clone());
     }
 
-    pub(crate) fn usage(&self) -> Option<(u64, u64)> {
+    /// The usage `read` finds in the last [`TAIL_BYTES`] of the body.
+    pub fn usage(&self, read: JsonUsage) -> Option<(u64, u64)> {
         let last = self.last.as_deref().unwrap_or_default();
         match &self.prev {
             // The last frame holds the whole tail: searched in place.
@@ -29,9 +34,9 @@ impl Tail {
                 let mut joined = Vec::with_capacity(from_prev + last.len());
                 joined.extend_from_slice(&prev[prev.len() - from_prev..]);
                 joined.extend_from_slice(last);
-                usage_in_json_tail(&joined)
+                read(&joined)
             }
-            _ => usage_in_json_tail(&last[last.len().saturating_sub(TAIL_BYTES)..]),
+            _ => read(&last[last.len().saturating_sub(TAIL_BYTES)..]),
         }
     }
 }

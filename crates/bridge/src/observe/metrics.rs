@@ -1,13 +1,10 @@
-//! Counters and histograms behind `GET /metrics` (Prometheus text format).
+//! `GET /metrics` in the Prometheus text format (0.0.4).
 //!
-//! Values live in atomics next to what they describe ([`Stats`] on each deployment, replica
-//! state on each replica), so recording costs a few relaxed atomic adds: no lock, no label
-//! hashing, no allocation per request or per event. A scrape walks the routing table and
-//! encodes the values through `prometheus-client`'s encoder; scrapes are rare, requests are not.
+//! A scrape walks the routing table and encodes the atomics of [`Stats`] and of each replica's
+//! state through `prometheus-client`'s encoder; scrapes are rare, requests are not.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -17,79 +14,12 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use crate::registry::Registry;
+use super::stats::{Histogram, Stats, FAILURE_REASONS, ROUTES, STATUS_CLASSES};
+use crate::config::registry::Registry;
+use crate::config::state::ReplicaState;
 
 /// `Content-Type` of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// `route` label values, indexed by [`crate::registry::Endpoint`] (the forwarded routes).
-pub const ROUTES: [&str; 3] = ["chat/completions", "completions", "embeddings"];
-/// `status` label values: the class of the status sent to the client.
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-/// Request durations and time to first token: milliseconds to the 10 minutes a generation may
-/// take.
-const LATENCY_BUCKETS: [f64; 17] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
-    600.0,
-];
-/// Gaps between streamed events: a fast engine's ~5 ms to a stalled one's seconds.
-const EVENT_GAP_BUCKETS: [f64; 15] = [
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-/// Why an engine request failed, for `bridge_upstream_errors_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamFailure {
-    /// No connection could be opened.
-    Connect,
-    /// The connection failed or broke off (before or during the answer).
-    Reset,
-    /// No answer, or silence, within the deployment's limits.
-    Timeout,
-    /// The engine answered 5xx.
-    ServerError,
-}
-
-const FAILURE_REASONS: [&str; 4] = ["connect", "reset", "timeout", "5xx"];
-
-/// A histogram of durations in atomics, with fixed bounds.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// One counter per bound, plus +Inf.
-    buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, value: Duration) {
-        let seconds = value.as_secs_f64();
-        let index = self
-            .bounds
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(self.bounds.len());
-        self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-}
 
 impl EncodeMetric for Histogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
@@ -109,73 +39,9 @@ impl EncodeMetric for Histogram {
     }
 }
 
-/// What one deployment (or, for requests that never reached one, the registry) has served.
-#[derive(Debug)]
-pub struct Stats {
-    /// Key labels (configured keys and `-`).
-    keys: usize,
-    /// Requests by route, key and status class, flattened.
-    requests: Box<[AtomicU64]>,
-    pub in_flight: AtomicI64,
-    /// Whole-request durations by route (streams: until their last byte).
-    duration: [Histogram; 3],
-    /// Request start to the first streamed event.
-    pub time_to_first_token: Histogram,
-    /// Gaps between streamed events after the first.
-    pub inter_token: Histogram,
-    prompt_tokens: Box<[AtomicU64]>,
-    completion_tokens: Box<[AtomicU64]>,
-    upstream_errors: [AtomicU64; 4],
-    pub retries: AtomicU64,
-    /// Requests whose client went away before the answer was complete.
-    pub cancellations: AtomicU64,
-}
-
-impl Stats {
-    /// Stats for `keys` key labels.
-    pub fn new(keys: usize) -> Self {
-        let counters = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
-        Stats {
-            keys,
-            requests: counters(ROUTES.len() * keys * STATUS_CLASSES.len()),
-            in_flight: AtomicI64::new(0),
-            duration: [0; 3].map(|_| Histogram::new(&LATENCY_BUCKETS)),
-            time_to_first_token: Histogram::new(&LATENCY_BUCKETS),
-            inter_token: Histogram::new(&EVENT_GAP_BUCKETS),
-            prompt_tokens: counters(keys),
-            completion_tokens: counters(keys),
-            upstream_errors: Default::default(),
-            retries: AtomicU64::new(0),
-            cancellations: AtomicU64::new(0),
-        }
-    }
-
-    fn request_slot(&self, route: usize, key: usize, status: u16) -> usize {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        (route * self.keys + key.min(self.keys - 1)) * STATUS_CLASSES.len() + class
-    }
-
-    /// Counts a finished request.
-    pub fn finished(&self, route: usize, key: usize, status: u16, duration: Duration) {
-        self.requests[self.request_slot(route, key, status)].fetch_add(1, Ordering::Relaxed);
-        self.duration[route].observe(duration);
-    }
-
-    /// Adds an engine's reported usage to a key's totals.
-    pub fn tokens(&self, key: usize, prompt: u64, completion: u64) {
-        let key = key.min(self.keys - 1);
-        self.prompt_tokens[key].fetch_add(prompt, Ordering::Relaxed);
-        self.completion_tokens[key].fetch_add(completion, Ordering::Relaxed);
-    }
-
-    pub fn upstream_error(&self, why: UpstreamFailure) {
-        self.upstream_errors[why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// `/metrics` as an HTTP response.
-pub fn response(registry: &Arc<Registry>) -> http::Response<crate::body::ResBody> {
-    let mut response = http::Response::new(crate::body::ResBody::full(render(registry)));
+pub fn response<B: From<bytes::Bytes>>(registry: &Arc<Registry>) -> http::Response<B> {
+    let mut response = http::Response::new(B::from(bytes::Bytes::from(render(registry))));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(CONTENT_TYPE),
@@ -361,7 +227,7 @@ fn encode_replicas(
     registry: &Registry,
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
-    type Read = fn(&crate::balance::ReplicaState) -> i64;
+    type Read = fn(&ReplicaState) -> i64;
     let metrics: [(&str, &str, Read); 3] = [
         (
             "bridge_replica_healthy",

@@ -1,8 +1,7 @@
-//! Stage 3b of a request: which replica serves it, and whether a failed attempt may be retried.
+//! What the request path learns about replicas and deployments while serving, kept in the
+//! registry so that every worker sees the same: load, health, ejection, retries, concurrency.
 //!
-//! - **Least outstanding requests, power of two choices**: two distinct replicas are drawn at
-//!   random and the one with fewer requests in flight wins (ties go to the first draw, itself
-//!   random), so a slow replica, which accumulates requests, gets less new work.
+//! - **Load**: requests in flight per replica ([`InFlight`] counts one for as long as it lives).
 //! - **Passive ejection**: after `eject_after` consecutive failures (connect errors, broken
 //!   connections, timeouts, 5xx) a replica gets no new work for a backoff that doubles with each
 //!   ejection (1 s up to 60 s) and resets on the next success. If every replica is ejected, they
@@ -11,13 +10,12 @@
 //!   deployment to 20% of its requests in the current second, with a floor of 10 per second, so
 //!   retries cannot multiply an outage.
 //!
-//! Counters are atomics in the shared registry: every worker sees the same load and health.
+//! Counters are atomics: every worker sees the same load and health without a lock. Picking a
+//! replica from them is [`crate::proxy::pick`]'s business.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-use crate::registry::Deployment;
 
 /// First ejection's length; each further one doubles it.
 const EJECT_BASE: Duration = Duration::from_secs(1);
@@ -65,6 +63,7 @@ impl ReplicaState {
         self.healthy.load(Ordering::Relaxed) && !self.is_ejected()
     }
 
+    /// The verdict of the active health checks.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -102,14 +101,17 @@ impl ReplicaState {
         Some(passed)
     }
 
+    /// Requests in flight on the replica now.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
 
+    /// Skipped for new work after consecutive failures, until its backoff ends.
     pub fn is_ejected(&self) -> bool {
         now_ms() < self.ejected_until_ms.load(Ordering::Relaxed)
     }
 
+    /// A successful answer: the failure streak and the backoff start over.
     pub fn record_success(&self) {
         self.failures.store(0, Ordering::Relaxed);
         self.ejections.store(0, Ordering::Relaxed);
@@ -131,65 +133,22 @@ impl ReplicaState {
     }
 }
 
-/// Picks a replica not in `tried`: least outstanding of two random candidates, skipping ejected
-/// replicas unless no other is left. `None` when every replica was tried.
-pub fn pick(deployment: &Deployment, tried: &[usize]) -> Option<usize> {
-    let replicas = &deployment.replicas;
-    if replicas.len() == 1 {
-        return tried.is_empty().then_some(0);
-    }
-    let untried = |i: &usize| !tried.contains(i);
-    let healthy: Vec<usize> = (0..replicas.len())
-        .filter(untried)
-        .filter(|&i| replicas[i].state.is_available())
-        .collect();
-    let candidates = if healthy.is_empty() {
-        (0..replicas.len()).filter(untried).collect()
-    } else {
-        healthy
-    };
-    match candidates.len() {
-        0 => None,
-        1 => Some(candidates[0]),
-        n => {
-            let a = fastrand::usize(..n);
-            let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-            let (a, b) = (candidates[a], candidates[b]);
-            Some(
-                if replicas[b].state.outstanding() < replicas[a].state.outstanding() {
-                    b
-                } else {
-                    a
-                },
-            )
-        }
-    }
-}
-
 /// Counts a request against a replica for as long as the value lives (the response body holds
 /// it, so a stream counts until it ends).
 #[derive(Debug)]
-pub struct InFlight {
-    deployment: Arc<Deployment>,
-    index: usize,
-}
+pub struct InFlight(Arc<ReplicaState>);
 
 impl InFlight {
-    pub fn new(deployment: Arc<Deployment>, index: usize) -> Self {
-        deployment.replicas[index]
-            .state
-            .outstanding
-            .fetch_add(1, Ordering::Relaxed);
-        InFlight { deployment, index }
+    /// Counts one more request on `replica` until dropped.
+    pub fn new(replica: Arc<ReplicaState>) -> Self {
+        replica.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight(replica)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.deployment.replicas[self.index]
-            .state
-            .outstanding
-            .fetch_sub(1, Ordering::Relaxed);
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -209,6 +168,7 @@ impl RetryBudget {
         }
     }
 
+    /// Counts a request toward this second's allowance.
     pub fn record_request(&self) {
         self.record_request_at(now_ms() / 1000);
     }
@@ -248,11 +208,14 @@ pub struct Limiter {
 /// Why a request could not get a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overloaded {
+    /// Every queue place is taken.
     QueueFull,
+    /// No slot freed up within the queue timeout.
     WaitedTooLong,
 }
 
 impl Limiter {
+    /// At most `max_concurrent` in flight, `max_queued` waiting up to `queue_timeout`.
     pub fn new(max_concurrent: usize, max_queued: usize, queue_timeout: Duration) -> Self {
         Limiter {
             permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),

@@ -156,7 +156,7 @@ fn usage_bridge_asked_for_is_counted_and_kept_from_the_client() {
 
 #[test]
 fn usage_at_the_end_of_a_json_answer_is_found_even_with_decoys() {
-    use crate::usage::usage_in_json_tail;
+    use crate::observe::usage::usage_in_json_tail;
     let answer = br#"{"choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99}"}}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8},"prompt_logprobs":null}"#;
     assert_eq!(usage_in_json_tail(answer), Some((3, 5)));
     let spaced = br#"{"usage": {"prompt_tokens": 7, "total_tokens": 7}}"#;

@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 use super::request::adapt_request;
 use super::stream::{ChunkWriter, Utf8Carry};
 use super::*;
+use crate::config::predict::settings;
+use crate::config::predict::PredictSettings;
 use crate::config::PredictConfig;
 
 fn defaults() -> PredictSettings {

@@ -13,12 +13,35 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use super::file::Config;
+use super::registry::Registry;
 use crate::error::ApiError;
-use crate::registry::Registry;
 
 /// How often the config file is looked at for changes.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a new table was not installed; the table in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Bridge runs without a config file (the demo).
+    #[error("Bridge runs without a config file (the demo): there is nothing to change")]
+    NoFile,
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(String),
+    /// The file is not TOML.
+    #[error("{0}")]
+    Parse(String),
+    /// The file does not validate.
+    #[error("{0}")]
+    Invalid(String),
+    /// The changed file could not be written.
+    #[error("{0}")]
+    Write(String),
+    /// The requested edit itself was refused.
+    #[error("{}", .0.message)]
+    Edit(ApiError),
+}
 
 /// The routing table in force and where it comes from.
 #[derive(Debug)]
@@ -65,18 +88,20 @@ impl Live {
         self.version.subscribe()
     }
 
+    /// The config file, when Bridge runs from one.
     pub fn path(&self) -> Option<&PathBuf> {
         self.path.as_ref()
     }
 
     /// Validates `text` against the table in force (keeping what did not change).
-    fn prepare(&self, text: &str) -> Result<Registry, String> {
+    fn prepare(&self, text: &str) -> Result<Registry, ReloadError> {
         let name = self
             .path
             .as_ref()
             .map_or_else(|| "config".to_string(), |p| p.display().to_string());
         let current = self.load();
-        let mut config = Config::parse(text, &name).map_err(|e| e.to_string())?;
+        let mut config =
+            Config::parse(text, &name).map_err(|e| ReloadError::Invalid(e.to_string()))?;
         // Listeners cannot move while serving: keep the addresses in force, so that rules that
         // depend on them (admin keys off loopback) are judged against what is really bound.
         config.server.listen = Some(current.listen.to_string());
@@ -93,7 +118,7 @@ impl Live {
         }
         let next = config
             .validate_after(&name, Some(&current))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
         let restart_needed = [
             ("server.workers", next.workers != current.workers),
             (
@@ -131,20 +156,24 @@ impl Live {
 
     /// Re-reads the config file and installs it even if its text did not change, re-reading
     /// keys from their environment variables and files (SIGHUP after rotating a key).
-    pub async fn reload_all(&self) -> Result<bool, String> {
+    pub async fn reload_all(&self) -> Result<bool, ReloadError> {
         self.reload_from_file(true, None).await
     }
 
     /// `settled`: install only if the file still reads as this text (the watch reads it twice,
     /// a second apart, so that a file caught half-written is never installed).
-    async fn reload_from_file(&self, force: bool, settled: Option<&str>) -> Result<bool, String> {
+    async fn reload_from_file(
+        &self,
+        force: bool,
+        settled: Option<&str>,
+    ) -> Result<bool, ReloadError> {
         let Some(path) = &self.path else {
             return Ok(false);
         };
         let _one = self.changing.lock().await;
-        let text = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| format!("{}: cannot read the file: {e}", path.display()))?;
+        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+            ReloadError::Read(format!("{}: cannot read the file: {e}", path.display()))
+        })?;
         if !force && text == self.text() {
             return Ok(false);
         }
@@ -184,9 +213,9 @@ impl Live {
                     tracing::info!("configuration reloaded");
                 }
                 Ok(false) => {}
-                Err(e) if e != last_error => {
+                Err(e) if e.to_string() != last_error => {
                     tracing::error!("configuration not reloaded, the one in force stays: {e}");
-                    last_error = e;
+                    last_error = e.to_string();
                 }
                 Err(_) => {}
             }
@@ -199,29 +228,23 @@ impl Live {
     pub async fn edit(
         &self,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), ApiError>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ReloadError> {
         let Some(path) = &self.path else {
-            return Err(ApiError::new(
-                http::StatusCode::CONFLICT,
-                "invalid_request_error",
-                "Bridge runs without a config file (the demo): there is nothing to change",
-            ));
+            return Err(ReloadError::NoFile);
         };
         let _one = self.changing.lock().await;
         let text = tokio::fs::read_to_string(path)
             .await
-            .map_err(|e| ApiError::internal(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| ReloadError::Read(format!("cannot read {}: {e}", path.display())))?;
         let mut doc: toml_edit::DocumentMut = text
             .parse()
-            .map_err(|e| ApiError::internal(format!("{} does not parse: {e}", path.display())))?;
-        edit(&mut doc)?;
+            .map_err(|e| ReloadError::Parse(format!("{} does not parse: {e}", path.display())))?;
+        edit(&mut doc).map_err(ReloadError::Edit)?;
         let new_text = doc.to_string();
-        let registry = self
-            .prepare(&new_text)
-            .map_err(|e| ApiError::bad_request(format!("the change would not validate: {e}")))?;
+        let registry = self.prepare(&new_text)?;
         write_atomically(path, &new_text)
             .await
-            .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| ReloadError::Write(format!("cannot write {}: {e}", path.display())))?;
         self.install(registry, new_text);
         Ok(())
     }

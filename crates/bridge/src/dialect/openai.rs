@@ -1,0 +1,59 @@
+//! The OpenAI dialect: chat completions, completions and embeddings, as the official SDKs send
+//! and read them.
+//!
+//! - Routing: `baseten` in the body (what `extra_body` produces), or `model =
+//!   "baseten/{model_id}[/{deployment_id}]"`, or the model in the URL ([`crate::proxy::route`]).
+//! - Streams: `data:` events ending with `data: [DONE]`; failures end with the error envelope
+//!   in band, then `[DONE]` ([`stream::SseScanner`]).
+//! - Errors: `{"error": {"message", "type", "param", "code"}}` with a string `code`.
+//! - Usage: `usage.prompt_tokens` / `completion_tokens`.
+
+pub mod stream;
+
+use std::time::Duration;
+
+use http::Response;
+
+use super::Dialect;
+use crate::error::ApiError;
+use crate::observe::usage::{usage_in_json_tail, JsonUsage};
+use crate::proxy::route::{route, route_by_path, RoutedBody};
+use crate::relay::lifetime::EngineBody;
+use crate::relay::stream::StreamRelay;
+use crate::relay::ResBody;
+use stream::SseScanner;
+
+/// OpenAI's API.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAi;
+
+impl Dialect for OpenAi {
+    fn route(&self, body: &[u8], path_model: Option<&str>) -> Result<RoutedBody, ApiError> {
+        match path_model {
+            Some(model_id) => route_by_path(body, model_id),
+            None => route(body),
+        }
+    }
+
+    fn relay_stream(
+        &self,
+        body: EngineBody,
+        strip_usage: bool,
+        heartbeat: Option<Duration>,
+    ) -> ResBody {
+        ResBody::stream(StreamRelay::new(
+            body,
+            SseScanner::new(strip_usage),
+            None,
+            heartbeat,
+        ))
+    }
+
+    fn json_usage(&self) -> JsonUsage {
+        usage_in_json_tail
+    }
+
+    fn error_response(&self, error: ApiError) -> Response<ResBody> {
+        error.into_response()
+    }
+}

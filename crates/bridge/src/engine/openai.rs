@@ -1,0 +1,92 @@
+//! OpenAI-compatible engines (vLLM, SGLang, TGI, llama.cpp's server): the identity kind.
+//!
+//! The body goes as the client sent it, minus the routing field, with `model` replaced by the
+//! engine's own name when the client routed by model name, and with a request for stream usage
+//! when Bridge counts tokens the client did not ask for. The answer is relayed as it comes:
+//! JSON untouched, streams event by event through the client's dialect, errors normalised.
+
+use bytes::Bytes;
+use http::{header, Response};
+
+use super::{Engine, Outgoing};
+use crate::dialect;
+use crate::error::ApiError;
+use crate::proxy::exchange::Exchange;
+use crate::proxy::resolve::served_model;
+use crate::proxy::route::RoutedBody;
+use crate::relay::head::{
+    compressed_stream, engine_error, is_compressed, mark_sse, strip_response_headers,
+};
+use crate::relay::lifetime::EngineBody;
+use crate::relay::ResBody;
+use crate::upstream::client::Upstream;
+
+/// An OpenAI-compatible engine.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAiEngine;
+
+/// Whether Bridge asked the engine for a usage chunk the client did not ask for (it is then
+/// taken out of the stream).
+#[derive(Debug, Clone, Copy)]
+pub struct StripUsage(pub bool);
+
+impl Engine for OpenAiEngine {
+    type Plan = StripUsage;
+
+    async fn request(
+        &self,
+        upstream: &Upstream,
+        ex: &Exchange,
+        routed: &RoutedBody,
+        body: &Bytes,
+    ) -> Result<Outgoing<StripUsage>, ApiError> {
+        let Some(deployment) = ex.deployment.as_deref() else {
+            return Err(ApiError::internal("no deployment resolved"));
+        };
+        let new_model = match routed.routing.from_model_name {
+            true => Some(served_model(upstream, deployment).await?),
+            false => None,
+        };
+        let inject = deployment.inject_usage && routed.wants_usage_injected();
+        Ok(Outgoing {
+            body: routed.upstream_body(body, new_model.as_deref(), inject),
+            endpoint: ex.endpoint,
+            plan: StripUsage(inject),
+        })
+    }
+
+    async fn response(
+        &self,
+        ex: &mut Exchange,
+        answer: Response<EngineBody>,
+        plan: StripUsage,
+    ) -> Result<Response<ResBody>, ApiError> {
+        let (mut parts, mut body) = answer.into_parts();
+        if parts.status.is_client_error() || parts.status.is_server_error() {
+            // Only a prefix is read: the answer is the error, not something the client left.
+            body.settle();
+            return Err(engine_error(parts.status, &parts.headers, body).await);
+        }
+        strip_response_headers(&mut parts.headers);
+        let is_sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        if is_sse && is_compressed(&parts.headers) {
+            // Bridge asks for identity; a compressed stream cannot be scanned, and Bridge never
+            // inflates (so a compression bomb has nothing to explode in).
+            return Err(compressed_stream());
+        }
+        let heartbeat = ex.deployment.as_ref().and_then(|d| d.heartbeat);
+        let dialect = dialect::of(ex.endpoint);
+        let body = if is_sse {
+            mark_sse(&mut parts.headers);
+            dialect.relay_stream(body, plan.0, heartbeat)
+        } else {
+            body.track_usage(dialect.json_usage());
+            ResBody::Engine(body)
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}

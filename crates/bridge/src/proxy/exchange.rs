@@ -1,0 +1,65 @@
+//! The exchange: one request's context, filled in and read by the stages as it goes.
+//!
+//! Stages take the exchange instead of long parameter lists. What must outlive the response
+//! head (the [`Record`] of what the request did) is a field of its own, handed to the engine's
+//! body when the answer is relayed; the rest ends with the pipeline.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::config::keys::Caller;
+use crate::config::registry::{Deployment, Endpoint, Registry};
+use crate::observe::record::Record;
+
+/// One request on its way through the stages.
+pub struct Exchange {
+    /// The routing table the request started with: it keeps it to the end, so a reload never
+    /// changes its route midway.
+    pub registry: Arc<Registry>,
+    /// `x-request-id`, the client's or a new one; sent to the engine and logged.
+    pub request_id: HeaderValue,
+    /// The client route; its dialect is [`crate::dialect::of`] it.
+    pub endpoint: Endpoint,
+    /// The model named by the URL (`/{model_id}/v1/...`, the previous bridge's form).
+    pub path_model: Option<String>,
+    /// The deployment serving the request, once resolved.
+    pub deployment: Option<Arc<Deployment>>,
+    /// What the request did, recorded when its answer is over.
+    pub record: Record,
+}
+
+impl Exchange {
+    /// A request that just arrived on `endpoint`.
+    pub fn new(
+        registry: Arc<Registry>,
+        request_id: HeaderValue,
+        endpoint: Endpoint,
+        path_model: Option<String>,
+    ) -> Self {
+        let record = Record::new(
+            registry.clone(),
+            request_id.clone(),
+            endpoint.metrics_index(),
+        );
+        Exchange {
+            registry,
+            request_id,
+            endpoint,
+            path_model,
+            deployment: None,
+            record,
+        }
+    }
+
+    /// The caller is known.
+    pub fn set_caller(&mut self, caller: Caller<'_>) {
+        self.record.set_key(caller.label());
+    }
+
+    /// The deployment is known: from now on the request counts as in flight there.
+    pub fn set_deployment(&mut self, deployment: &Arc<Deployment>) {
+        self.record.set_deployment(deployment.clone());
+        self.deployment = Some(deployment.clone());
+    }
+}

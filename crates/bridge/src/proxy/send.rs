@@ -1,0 +1,149 @@
+//! Send: the request to a replica, tried again elsewhere only when that is provably safe.
+//!
+//! The deployment's concurrency slot is taken first (429 when it is full), then a replica is
+//! picked for each attempt. A failure before any byte reached an engine is tried on another
+//! replica, within the deployment's `max_retries` and retry budget; nothing else is ever
+//! retried. Each outcome feeds the replica's passive health. The answer comes back as an
+//! [`EngineBody`] that holds the slot and the replica's in-flight count until it is over.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::{HeaderMap, Method, Response};
+
+use super::exchange::Exchange;
+use super::pick::{park, pick};
+use crate::body::ReqBody;
+use crate::config::registry::{Deployment, Endpoint};
+use crate::config::state::{InFlight, Overloaded};
+use crate::error::ApiError;
+use crate::observe::stats::UpstreamFailure;
+use crate::relay::lifetime::EngineBody;
+use crate::upstream::client::{build_request, Upstream};
+
+/// Sends to a replica picked by the balancer. A failure before any byte reached an engine is
+/// tried on another replica, within the deployment's `max_retries` and retry budget; nothing
+/// else is ever retried. Each outcome feeds the replica's passive health.
+pub async fn send(
+    upstream: &Upstream,
+    ex: &mut Exchange,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: ReqBody,
+) -> Result<Response<EngineBody>, ApiError> {
+    // Disjoint fields: the deployment is read while the record is written.
+    let Some(deployment) = ex.deployment.as_ref() else {
+        return Err(ApiError::internal("no deployment resolved"));
+    };
+    let record = &mut ex.record;
+    let slot = match &deployment.limiter {
+        Some(limiter) => Some(
+            limiter
+                .acquire()
+                .await
+                .map_err(|why| overloaded(deployment, why))?,
+        ),
+        None => None,
+    };
+    deployment.retry_budget.record_request();
+    let deadline = deployment
+        .total_timeout
+        .map(|t| tokio::time::Instant::now() + t);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut next = Some((headers, body));
+    // Parking: until when a request may wait for a deployment that is waking.
+    let wake_until = deployment
+        .wake
+        .as_ref()
+        .map(|w| tokio::time::Instant::now() + w.timeout);
+    loop {
+        let Some(index) = pick(deployment, &tried) else {
+            return Err(ApiError::internal("no replica left to try"));
+        };
+        let replica = &deployment.replicas[index];
+        if let Some(until) = wake_until {
+            if !replica.state.is_available() {
+                // Nothing can take the request now: wait for a replica instead of failing.
+                park(upstream, deployment, until).await?;
+                tried.clear();
+                continue;
+            }
+        }
+        let (headers, body) = next.take().unwrap_or_default();
+        // Keep a copy only when another attempt is possible (the body parts are shared buffers).
+        let retry_possible = tried.len() < deployment.max_retries as usize
+            && tried.len() + 1 < deployment.replicas.len();
+        if retry_possible || wake_until.is_some() {
+            next = Some((headers.clone(), body.clone()));
+        }
+        record.set_replica(index);
+        let in_flight = InFlight::new(replica.state.clone());
+        let request = build_request(Method::POST, replica.uri(endpoint), headers, body);
+        let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
+            let left = d.saturating_duration_since(tokio::time::Instant::now());
+            deployment.first_byte_timeout.min(left)
+        });
+        let sent_at = Instant::now();
+        let result = upstream
+            .send(request, deployment.connect_timeout, wait)
+            .await
+            .map(|response| response.map(EngineBody::new));
+        record.waited(sent_at.elapsed());
+        match result {
+            Ok(mut response) => {
+                response.body_mut().limit(deployment.idle_timeout, deadline);
+                if response.status().is_server_error() {
+                    record.upstream_error(UpstreamFailure::ServerError);
+                    note_failure(deployment, index);
+                } else {
+                    replica.state.record_success();
+                }
+                response.body_mut().hold(in_flight, slot);
+                return Ok(response);
+            }
+            Err(error) => {
+                if let Some(why) = error.upstream_failure {
+                    record.upstream_error(why);
+                }
+                note_failure(deployment, index);
+                if error.retry_safe && retry_possible && deployment.retry_budget.try_retry() {
+                    deployment.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(replica = %replica.base, error = %error.message, "retrying on another replica");
+                    tried.push(index);
+                } else if let (true, Some(until)) = (error.retry_safe, wake_until) {
+                    // No replica reachable yet: park until one may be, then start over.
+                    park(upstream, deployment, until).await?;
+                    tried.clear();
+                } else {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// 429 with `retry-after`: the SDKs wait and retry on their own.
+fn overloaded(deployment: &Deployment, why: Overloaded) -> ApiError {
+    let reason = match why {
+        Overloaded::QueueFull => "its queue is full",
+        Overloaded::WaitedTooLong => "no slot freed up in time",
+    };
+    ApiError::overloaded(format!(
+        "deployment '{}' of model '{}' is at its concurrency limit and {reason}; retry shortly",
+        deployment.id, deployment.model_id
+    ))
+}
+
+fn note_failure(deployment: &Deployment, index: usize) {
+    let replica = &deployment.replicas[index];
+    if let Some(backoff) = replica.state.record_failure(deployment.eject_after) {
+        tracing::warn!(
+            model = %deployment.model_id,
+            deployment = %deployment.id,
+            replica = %replica.base,
+            "replica ejected for {} ms after {} consecutive failures",
+            backoff.as_millis(),
+            deployment.eject_after
+        );
+    }
+}

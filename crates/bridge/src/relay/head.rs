@@ -1,0 +1,131 @@
+//! The head of an engine's answer: what of it reaches the client, and engine errors.
+//!
+//! Hop-by-hop and misleading headers are stripped, streams are marked uncacheable and
+//! unbuffered, compressed streams are refused (Bridge never inflates), and an engine's error
+//! (non-2xx) is read, bounded in size and time, and normalised to the OpenAI envelope.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+use http_body_util::BodyExt;
+
+use super::lifetime::EngineBody;
+use crate::error::ApiError;
+use crate::upstream::client::connection_listed;
+
+/// Largest engine error body read; past it the message is cut.
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+/// Time allowed to read an engine's error body.
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Response headers that describe the engine's connection, that Bridge sets itself, or that
+/// would mislead Bridge's clients (the engine's cookies, its alternative services, its auth
+/// challenges and security policies are about the engine, not about Bridge).
+const STRIP_RESPONSE: [HeaderName; 12] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+    header::UPGRADE,
+    header::TRAILER,
+    header::DATE,
+    header::SERVER,
+    header::SET_COOKIE,
+    header::ALT_SVC,
+    header::WWW_AUTHENTICATE,
+    header::PROXY_AUTHENTICATE,
+    header::STRICT_TRANSPORT_SECURITY,
+];
+
+/// More engine response headers that are connection-scoped under other names.
+const STRIP_RESPONSE_NAMED: [&str; 3] = ["keep-alive", "proxy-connection", "x-request-id"];
+
+/// Removes hop-by-hop and misleading headers from an engine's response (those the engine
+/// listed in its own `Connection` header too).
+///
+/// Only the names present are removed (usually `date`, `server`, `content-length`): removing
+/// every unwanted name in turn would hash 15 names per response.
+pub fn strip_response_headers(headers: &mut HeaderMap) {
+    let listed = connection_listed(headers);
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            STRIP_RESPONSE.contains(name)
+                || STRIP_RESPONSE_NAMED.contains(&name.as_str())
+                || listed.contains(name)
+        })
+        .cloned()
+        .collect();
+    for name in &present {
+        headers.remove(name);
+    }
+}
+
+/// Whether the engine compressed its answer despite `accept-encoding: identity`.
+pub fn is_compressed(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"))
+}
+
+/// A stream the engine compressed: Bridge cannot scan it (and never inflates).
+pub fn compressed_stream() -> ApiError {
+    ApiError::bad_gateway(
+        "the engine compressed its answer although Bridge asked for none (accept-encoding: identity)",
+    )
+    .with_code("upstream_compressed")
+}
+
+/// Headers of every relayed stream: no caching, and no buffering by a proxy in front of Bridge
+/// (nginx honours `x-accel-buffering`), so events pass straight through.
+pub fn mark_sse(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+/// Reads an engine's error body (bounded in size and time) into an OpenAI-shaped error.
+pub async fn engine_error(status: StatusCode, headers: &HeaderMap, body: EngineBody) -> ApiError {
+    let bytes = read_prefix(body, MAX_ERROR_BODY).await;
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        // The engine rejected *Bridge's* credentials: relaying 401 would tell the client its
+        // own key is wrong, which it is not; and retrying will not help.
+        let engine = ApiError::from_engine(status, &bytes);
+        let mut error = ApiError::bad_gateway(format!(
+            "the engine rejected Bridge's credentials ({status}: {}); check the deployment's api_key_env",
+            engine.message
+        ))
+        .with_code("upstream_auth_failed");
+        error.should_retry = Some(false);
+        return error;
+    }
+    let mut error = ApiError::from_engine(status, &bytes);
+    // An engine that is busy says when to come back; the SDKs honour it.
+    error.retry_after = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    error
+}
+
+/// Up to `limit` bytes of `body`, within [`ERROR_BODY_TIMEOUT`]: a long or slow error body is
+/// cut, never lost.
+async fn read_prefix(mut body: EngineBody, limit: usize) -> Bytes {
+    let mut out = Vec::new();
+    let read = async {
+        while out.len() < limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let take = data.len().min(limit - out.len());
+                        out.extend_from_slice(&data[..take]);
+                    }
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(ERROR_BODY_TIMEOUT, read).await;
+    Bytes::from(out)
+}

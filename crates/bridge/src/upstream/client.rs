@@ -1,0 +1,160 @@
+//! The way to the engines: a request sent over the worker's pool within its time limits, with
+//! the engine's headers made from the client's.
+//!
+//! Connections come from the worker's [`Pool`] (keep-alive, `TCP_NODELAY`, idle ones retired
+//! before the engine's keep-alive timeout, stale ones retried only when the request was never
+//! written). The client's headers are forwarded except those that describe the client's own
+//! connection or credentials; the engine gets the deployment's key instead, if it has one.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+
+use super::pool::{Pool, PooledBody, SendError};
+use crate::body::ReqBody;
+use crate::error::ApiError;
+use crate::observe::stats::UpstreamFailure;
+
+/// Request headers that must not be forwarded: connection-scoped (hop-by-hop), recomputed by
+/// Bridge, or the client's credentials.
+const STRIP_REQUEST: [HeaderName; 12] = [
+    header::CONNECTION,
+    header::HOST,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::CONTENT_LENGTH,
+    header::ACCEPT_ENCODING,
+    header::EXPECT,
+    header::COOKIE,
+];
+
+/// More request headers that carry credentials or connection state under other names, or
+/// that claim things about the client no engine should trust (`forwarded`, `x-real-ip`, and
+/// every `x-forwarded-*`, which any client can forge; Bridge adds none: engines do not need
+/// the caller's address).
+const STRIP_REQUEST_NAMED: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "api-key",
+    "x-api-key",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// A worker's way to its engines.
+#[derive(Clone, Debug, Default)]
+pub struct Upstream {
+    pool: Pool,
+}
+
+impl Upstream {
+    /// A new, empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Closes idle connections before engines' keep-alive timeouts, until dropped.
+    pub async fn sweep_forever(self) {
+        self.pool.sweep_forever().await;
+    }
+
+    /// Sends `request`, connecting within `connect` if no pooled connection is ready, and
+    /// waits up to `first_byte` (connecting included) for the response headers.
+    pub async fn send(
+        &self,
+        request: Request<ReqBody>,
+        connect: Duration,
+        first_byte: Duration,
+    ) -> Result<Response<PooledBody>, ApiError> {
+        let at = authority(request.uri());
+        match tokio::time::timeout(first_byte, self.pool.send(request, connect)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(SendError::Connect(e))) => Err(ApiError::bad_gateway(format!(
+                "could not connect to the engine at {at}: {e}"
+            ))
+            .retry_safe()
+            .upstream(UpstreamFailure::Connect)),
+            Ok(Err(SendError::NotSent(e))) => Err(ApiError::bad_gateway(format!(
+                "the engine at {at} closed the connection before the request was sent: {e}"
+            ))
+            .retry_safe()
+            .upstream(UpstreamFailure::Reset)),
+            Ok(Err(SendError::Closed(e))) => Err(ApiError::bad_gateway(format!(
+                "the engine at {at} closed the connection before answering: {e}"
+            ))
+            .upstream(UpstreamFailure::Reset)),
+            Err(_) => Err(ApiError::gateway_timeout(format!(
+                "the engine at {at} did not answer within {} ms",
+                first_byte.as_millis()
+            ))
+            .upstream(UpstreamFailure::Timeout)),
+        }
+    }
+}
+
+fn authority(uri: &Uri) -> String {
+    uri.authority().map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// The engine's headers, built from the client's in one pass: each kept header is hashed once,
+/// where removing every unwanted name from the client's map hashed 16 names per request.
+pub fn upstream_headers(
+    client: &HeaderMap,
+    request_id: &HeaderValue,
+    upstream_auth: Option<&HeaderValue>,
+    content_length: u64,
+) -> HeaderMap {
+    let listed = connection_listed(client);
+    let mut out = HeaderMap::with_capacity(client.len() + 4);
+    for (name, value) in client {
+        let stripped = STRIP_REQUEST.contains(name)
+            || STRIP_REQUEST_NAMED.contains(&name.as_str())
+            || name == "x-request-id"
+            || name.as_str().starts_with("x-forwarded-")
+            || listed.contains(name);
+        if !stripped {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    // Plain bytes from the engine: Bridge inspects streams, and loopback/LAN bandwidth is cheap.
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
+    out.insert("x-request-id", request_id.clone());
+    if let Some(auth) = upstream_auth {
+        out.insert(header::AUTHORIZATION, auth.clone());
+    }
+    out
+}
+
+/// The headers a message's `Connection` header lists: hop-by-hop too (rare: only then parsed).
+pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Builds a request to `uri` with the prepared headers.
+pub fn build_request(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: ReqBody,
+) -> Request<ReqBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request
+}
