@@ -77,9 +77,11 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let registry = ex.registry.clone();
+    // Borrows of the routing table (the caller, the deployment) and writes to the record are
+    // of disjoint fields: no reference count is taken for either.
+    let registry = &ex.registry;
     let caller = auth::authenticate(&registry.keys, request.headers())?;
-    ex.set_caller(caller);
+    ex.record.set_key(caller.label());
     let (parts, body) = request.into_parts();
     read::check_content_type(&parts.headers)?;
     let body = read::read_body(
@@ -90,11 +92,13 @@ where
     )
     .await?;
     let routed = dialect::of(ex.endpoint).route(&body, ex.path_model.as_deref())?;
-    let deployment = resolve::resolve(&registry, caller, &routed.routing)?;
-    ex.set_deployment(deployment);
+    let deployment = resolve::resolve(registry, caller, &routed.routing)?;
+    ex.record.set_deployment(deployment.clone());
+    ex.deployment = Some(deployment.clone());
     tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarding");
+    let api = deployment.api;
     // The engine kind: the one place that decides it.
-    match deployment.api {
+    match api {
         Api::Openai => {
             adapt_and_send(&OpenAiEngine, upstream, ex, &parts.headers, routed, body).await
         }

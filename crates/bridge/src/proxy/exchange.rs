@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::config::keys::Caller;
 use crate::config::registry::{Deployment, Endpoint, Registry};
 use crate::observe::record::Record;
 
@@ -50,16 +49,5 @@ impl Exchange {
             deployment: None,
             record,
         }
-    }
-
-    /// The caller is known.
-    pub fn set_caller(&mut self, caller: Caller<'_>) {
-        self.record.set_key(caller.label());
-    }
-
-    /// The deployment is known: from now on the request counts as in flight there.
-    pub fn set_deployment(&mut self, deployment: &Arc<Deployment>) {
-        self.record.set_deployment(deployment.clone());
-        self.deployment = Some(deployment.clone());
     }
 }
