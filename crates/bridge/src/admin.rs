@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use crate::config::live::{Live, ReloadError};
 use crate::config::registry::{Deployment, Model, Registry};
 use crate::error::ApiError;
+use crate::headers::REQUEST_ID;
 use crate::proxy::auth::authenticate;
 use crate::relay::ResBody;
 use crate::server;
@@ -57,7 +58,7 @@ async fn handle(
     live: Arc<Live>,
     request: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
-    let request_id = crate::dispatch::request_id(request.headers().get("x-request-id"));
+    let request_id = crate::dispatch::request_id(request.headers().get(REQUEST_ID));
     if request.uri().path() == "/metrics" && request.method() == Method::GET {
         // Prometheus scrapes the admin listener with an admin key (`authorization` in its
         // scrape config).
@@ -70,7 +71,7 @@ async fn handle(
             Ok(()) => crate::observe::metrics::response(&registry),
             Err(error) => error.into_response(),
         };
-        response.headers_mut().insert("x-request-id", request_id);
+        response.headers_mut().insert(REQUEST_ID, request_id);
         return Ok(response);
     }
     let mut response = match dispatch(&live, request).await {
@@ -85,7 +86,7 @@ async fn handle(
         }
         Err(error) => error.into_response(),
     };
-    response.headers_mut().insert("x-request-id", request_id);
+    response.headers_mut().insert(REQUEST_ID, request_id);
     Ok(response)
 }
 

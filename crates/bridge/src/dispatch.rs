@@ -20,6 +20,7 @@ use crate::config::live::Live;
 use crate::config::registry::{Endpoint, Model, Registry};
 use crate::dialect;
 use crate::error::ApiError;
+use crate::headers::REQUEST_ID;
 use crate::observe::metrics;
 use crate::proxy::auth::authenticate;
 use crate::proxy::exchange::Exchange;
@@ -130,7 +131,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let request_id = request_id(request.headers().get("x-request-id"));
+    let request_id = request_id(request.headers().get(REQUEST_ID));
     let span = tracing::info_span!("request", id = %String::from_utf8_lossy(request_id.as_bytes()));
     Ok(dispatch(state, request, request_id).instrument(span).await)
 }
@@ -197,7 +198,7 @@ where
         tracing::debug!(status = %e.status, error = e.label(), message = %e.message, "request failed");
         dialect.error_response(e)
     });
-    response.headers_mut().insert("x-request-id", request_id);
+    response.headers_mut().insert(REQUEST_ID, request_id);
     response
 }
 

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
-use crate::observe::stats::{UpstreamFailure, OVERHEAD_HEADER};
+use crate::headers;
+use crate::observe::stats::UpstreamFailure;
 
 /// A failure to report to the client, already classified. Boxed so that `Result`s on the hot
 /// path stay one word wide; errors are the cold path.
@@ -318,14 +319,14 @@ impl ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(us) = self.overhead_us {
-            headers.insert(OVERHEAD_HEADER, HeaderValue::from(us));
+            headers.insert(headers::OVERHEAD, HeaderValue::from(us));
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if let Some(retry) = self.should_retry {
             headers.insert(
-                "x-should-retry",
+                headers::SHOULD_RETRY,
                 HeaderValue::from_static(if retry { "true" } else { "false" }),
             );
         }

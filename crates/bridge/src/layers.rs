@@ -12,7 +12,10 @@ use std::path::Path;
 fn layer(module: &str) -> Option<usize> {
     let top = module.split("::").next().unwrap_or_default();
     let layer = match (top, module) {
-        (_, "error" | "body" | "json" | "sse" | "observe::stats" | "observe::usage") => 0,
+        (
+            _,
+            "error" | "headers" | "body" | "json" | "sse" | "observe::stats" | "observe::usage",
+        ) => 0,
         ("config", _) => 1,
         ("upstream" | "observe", _) => 2,
         ("proxy", "proxy") => 5,

@@ -7,7 +7,7 @@
 //!
 //! | layer | modules | what it holds |
 //! |---|---|---|
-//! | 0. leaves | [`error`], [`body`], [`json`], [`sse`], [`observe::stats`], [`observe::usage`] | the error envelope, body types, the JSON and SSE grammars, counters |
+//! | 0. leaves | [`error`], [`headers`], [`body`], [`json`], [`sse`], [`observe::stats`], [`observe::usage`] | the error envelope, body types, the JSON and SSE grammars, counters |
 //! | 1. config | [`config`] | the operator's file, its defaults, the validated [`config::registry`], replica state, keys, [`config::live`] reloads |
 //! | 2. upstream, record | [`upstream`], [`observe::record`], [`observe::metrics`] | the pool and client to engines, health checks; what a request did, `/metrics` |
 //! | 3. stages, relay | [`proxy`]'s stage modules, [`relay`] | authenticate, read, route, resolve, pick, send; the body a client receives |
@@ -35,6 +35,7 @@ pub mod dialect;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod headers;
 pub mod json;
 pub mod observe;
 pub mod proxy;

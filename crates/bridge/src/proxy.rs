@@ -26,7 +26,7 @@ use crate::engine::openai::OpenAiEngine;
 use crate::engine::predict::PredictEngine;
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::observe::stats::OVERHEAD_HEADER;
+use crate::headers;
 use crate::relay::ResBody;
 use crate::upstream::client::{upstream_headers, Upstream};
 use exchange::Exchange;
@@ -48,7 +48,7 @@ where
             let overhead = ex.record.overhead().as_micros() as u64;
             response
                 .headers_mut()
-                .insert(OVERHEAD_HEADER, HeaderValue::from(overhead));
+                .insert(headers::OVERHEAD, HeaderValue::from(overhead));
             match response.body_mut().engine_mut() {
                 // The answer is still to be relayed: recorded when it is over.
                 Some(body) => body.attach(ex.record),

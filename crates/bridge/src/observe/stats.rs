@@ -7,10 +7,6 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Response header with Bridge's own time for the request, in microseconds: from arrival to the
-/// response head, less the time spent waiting for engines.
-pub const OVERHEAD_HEADER: &str = "x-bridge-overhead-us";
-
 /// `route` label values, indexed by [`crate::config::registry::Endpoint`] (the forwarded routes).
 pub const ROUTES: [&str; 3] = ["chat/completions", "completions", "embeddings"];
 /// `status` label values: the class of the status sent to the client.

@@ -1,4 +1,4 @@
-//! Stage 2 of a request: where it goes, read from the body.
+//! Route: where a request goes, read from its body.
 //!
 //! Routing sources, in order: `baseten.model_id` / `baseten.deployment_id` in the body (what
 //! `extra_body` produces); else `model` of the form `baseten/{model_id}[/{deployment_id}]` for

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 
 use super::lifetime::EngineBody;
 use crate::error::ApiError;
+use crate::headers::ACCEL_BUFFERING;
 use crate::upstream::client::connection_listed;
 
 /// Largest engine error body read; past it the message is cut.
@@ -82,7 +83,7 @@ pub fn compressed_stream() -> ApiError {
 /// (nginx honours `x-accel-buffering`), so events pass straight through.
 pub fn mark_sse(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(ACCEL_BUFFERING, HeaderValue::from_static("no"));
 }
 
 /// Reads an engine's error body (bounded in size and time) into an OpenAI-shaped error.

@@ -14,6 +14,7 @@ use http::{Method, Request, Response, Uri};
 use super::pool::{Pool, PooledBody, SendError};
 use crate::body::ReqBody;
 use crate::error::ApiError;
+use crate::headers::REQUEST_ID;
 use crate::observe::stats::UpstreamFailure;
 
 /// Request headers that must not be forwarded: connection-scoped (hop-by-hop), recomputed by
@@ -114,7 +115,7 @@ pub fn upstream_headers(
     for (name, value) in client {
         let stripped = STRIP_REQUEST.contains(name)
             || STRIP_REQUEST_NAMED.contains(&name.as_str())
-            || name == "x-request-id"
+            || name == REQUEST_ID
             || name.as_str().starts_with("x-forwarded-")
             || listed.contains(name);
         if !stripped {
@@ -127,7 +128,7 @@ pub fn upstream_headers(
         HeaderValue::from_static("identity"),
     );
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
-    out.insert("x-request-id", request_id.clone());
+    out.insert(REQUEST_ID, request_id.clone());
     if let Some(auth) = upstream_auth {
         out.insert(header::AUTHORIZATION, auth.clone());
     }
