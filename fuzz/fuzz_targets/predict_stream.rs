@@ -1,16 +1,16 @@
 //! Predict adapter.
 //!
-//! - `Utf8Carry`: for any bytes cut anywhere, the pushed text plus `finish()` equals
-//!   `String::from_utf8_lossy` of the whole input (so valid UTF-8 comes out exactly as it went
-//!   in, whatever the cuts, and invalid bytes get the same U+FFFD as a one-piece decode).
+//! - `Utf8Carry`: for any bytes cut anywhere, valid UTF-8 comes out exactly as it went in, and
+//!   input that is not UTF-8 is an error (from a push or from `finish()`) exactly when a
+//!   one-piece decode fails: Bridge never changes a model's text.
 //! - `adapt_request` (chat and completion, default settings) never panics, and when it accepts
 //!   a body the predict body is a JSON object with the input field and a boolean `stream`.
 #![no_main]
 
 mod common;
 
-use bridge::engine::predict::stream::Utf8Carry;
 use bridge::config::predict::settings;
+use bridge::engine::predict::stream::Utf8Carry;
 use bridge::engine::predict::{adapt_request, Kind};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -18,18 +18,23 @@ use serde_json::Value;
 fuzz_target!(|data: &[u8]| {
     let (chunks, payload) = common::split(data);
     let mut carry = Utf8Carry::default();
-    let mut text = String::new();
+    let mut text = Some(String::new());
     for chunk in &chunks {
-        text.push_str(&carry.push(chunk));
+        match (carry.push(chunk), text.as_mut()) {
+            (Ok(piece), Some(text)) => text.push_str(&piece),
+            _ => text = None,
+        }
     }
-    text.push_str(&carry.finish());
-    let expected = String::from_utf8_lossy(payload);
+    if carry.finish().is_err() {
+        text = None;
+    }
+    let expected = std::str::from_utf8(payload).ok();
     assert!(
-        text == expected,
-        "Utf8Carry output differs from a one-piece lossy decode\nchunks: {chunks:?}\ngot:      {text:?}\nexpected: {expected:?}"
+        text.as_deref() == expected,
+        "Utf8Carry differs from a one-piece decode\nchunks: {chunks:?}\ngot:      {text:?}\nexpected: {expected:?}"
     );
     // A finished carry starts afresh.
-    assert_eq!(carry.finish(), "");
+    assert!(carry.finish().is_ok());
 
     let Ok(settings) = settings(None) else {
         panic!("default predict settings are refused")

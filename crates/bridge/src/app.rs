@@ -218,17 +218,21 @@ async fn serve_worker(
     shutdown: impl Future<Output = ()>,
 ) {
     let registry = state.registry();
-    let (drain_timeout, header_read_timeout) =
-        (registry.drain_timeout, registry.header_read_timeout);
+    let settings = server::Settings {
+        drain_timeout: registry.drain_timeout,
+        header_read_timeout: registry.header_read_timeout,
+        half_close: registry.half_close,
+    };
     drop(registry);
     // Idle engine connections are closed before engines' keep-alive timeouts even when no
     // request comes to notice them.
     let sweeper = tokio::spawn(state.upstream().clone().sweep_forever());
+    let upstream = state.upstream().clone();
     server::serve_with(
         connections,
         shutdown,
-        drain_timeout,
-        header_read_timeout,
+        settings,
+        move || upstream.cut(),
         move |request| dispatch::handle::<hyper::body::Incoming>(state.clone(), request),
     )
     .await;

@@ -11,6 +11,7 @@ pub mod openai;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Response;
 
 use crate::config::registry::Endpoint;
@@ -41,6 +42,9 @@ pub trait Dialect: Sync {
 
     /// `error` in this dialect's envelope, as the client's SDK parses it.
     fn error_response(&self, error: ApiError) -> Response<ResBody>;
+
+    /// `error` as the in-band events that end a stream, for failures after a 200.
+    fn stream_error(&self, error: &ApiError) -> Bytes;
 }
 
 /// The dialect of a client route: the one place that decides it.

@@ -249,6 +249,33 @@ impl ApiError {
         e
     }
 
+    /// An engine sent bytes that are not UTF-8 (502): Bridge never changes a model's text, so
+    /// the answer ends with this instead.
+    pub fn upstream_invalid_utf8() -> Self {
+        Self::bad_gateway("the engine sent bytes that are not UTF-8")
+            .with_code("upstream_invalid_utf8")
+    }
+
+    /// A bounded resource of a deployment is fully taken by requests in flight (503 with
+    /// `retry-after`: the SDKs wait and retry).
+    pub fn busy(message: impl Into<Cow<'static, str>>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .with_code("deployment_busy");
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// Bridge is stopping and the drain timeout passed with the answer still open (503; a
+    /// retry reaches another instance).
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "Bridge is shutting down and its drain timeout passed before the answer was complete; retry the request",
+        )
+        .with_code("shutting_down")
+    }
+
     /// A change that contradicts the state it would apply to (409).
     pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::CONFLICT, "invalid_request_error", message).with_code("conflict")

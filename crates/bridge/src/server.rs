@@ -83,6 +83,32 @@ pub async fn distribute(
     }
 }
 
+/// How a server treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long requests in flight may run after a stop was requested.
+    pub drain_timeout: Duration,
+    /// Connections whose request headers take longer to arrive are closed (slow-loris).
+    pub header_read_timeout: Duration,
+    /// Answer a client that half-closed its side after sending its request, instead of taking
+    /// the end of its input as a disconnect (which cancels the engine request at once).
+    pub half_close: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            half_close: false,
+        }
+    }
+}
+
+/// After the drain timeout, time for answers still open to end properly once told to
+/// ([`serve_with`]'s `cut`), before their connections are closed.
+const CUT_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves `handler` on `connections` until `shutdown` resolves, then drains.
 pub async fn serve<F, Fut, B>(
     connections: impl Into<Connections>,
@@ -95,23 +121,20 @@ pub async fn serve<F, Fut, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    serve_with(
-        connections,
-        shutdown,
+    let settings = Settings {
         drain_timeout,
-        HEADER_READ_TIMEOUT,
-        handler,
-    )
-    .await;
+        ..Settings::default()
+    };
+    serve_with(connections, shutdown, settings, || {}, handler).await;
 }
 
-/// [`serve`], closing connections whose request headers take longer than
-/// `header_read_timeout` to arrive (slow-loris clients).
+/// [`serve`] with `settings`. When the drain timeout passes with answers still open, `cut` is
+/// called (it tells them to end, each in its own dialect) and they get [`CUT_GRACE`] to do so.
 pub async fn serve_with<F, Fut, B>(
     connections: impl Into<Connections>,
     shutdown: impl Future<Output = ()>,
-    drain_timeout: Duration,
-    header_read_timeout: Duration,
+    settings: Settings,
+    cut: impl FnOnce(),
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -122,8 +145,9 @@ pub async fn serve_with<F, Fut, B>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(settings.header_read_timeout)
         .max_headers(PARSE_MAX_HEADERS)
+        .half_close(settings.half_close)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut connections = connections.into();
@@ -154,8 +178,16 @@ pub async fn serve_with<F, Fut, B>(
         });
     }
     drop(connections);
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        () = graceful.shutdown() => info!("all connections drained"),
-        () = tokio::time::sleep(drain_timeout) => warn!("drain timeout: closing remaining connections"),
+        () = &mut drained => info!("all connections drained"),
+        () = tokio::time::sleep(settings.drain_timeout) => {
+            warn!("drain timeout: ending the answers still open, then closing their connections");
+            cut();
+            if tokio::time::timeout(CUT_GRACE, drained).await.is_err() {
+                warn!("connections still open after the drain timeout were closed");
+            }
+        }
     }
 }

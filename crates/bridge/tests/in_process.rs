@@ -40,11 +40,14 @@ async fn call(
     (parts.status, parts.headers, value)
 }
 
+/// Method, path, body, key; expected status and `code`.
+type Case<'a> = (Method, &'a str, &'a str, Option<&'a str>, u16, &'a str);
+
 #[tokio::test]
 async fn refusals_before_any_engine_have_the_envelope_and_a_request_id() {
     let chat = "/v1/direct/chat/completions";
     let routed = json!({"model": "x", "baseten": {"model_id": "m"}}).to_string();
-    let cases: [(Method, &str, &str, Option<&str>, u16, &str); 7] = [
+    let cases: [Case; 7] = [
         (
             Method::POST,
             "/v1/direct/nope",

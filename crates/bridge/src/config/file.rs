@@ -48,6 +48,8 @@ pub const DEFAULT_MAX_PARKED: usize = 1024;
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 30_000;
 /// Requests that may wait for a concurrency slot.
 pub const DEFAULT_MAX_QUEUED: usize = 0;
+/// Most bytes of whole predict answers held at once per deployment.
+pub const DEFAULT_PREDICT_BUFFERED_BYTES: u64 = 64 << 20;
 /// Key of the text in a predict model's object answer.
 pub const DEFAULT_OUTPUT_KEY: &str = "output";
 
@@ -106,6 +108,12 @@ pub struct ServerConfig {
     /// Serve `GET /metrics` on the client listener too (it names model ids, key names and
     /// replica addresses). With `false`, metrics are on the admin listener only. Default true.
     pub metrics: Option<bool>,
+    /// Answer clients that half-close their side of the connection after sending a request
+    /// (some tools and load balancers do). Off by default: the end of a client's input is then
+    /// taken as a disconnect, and the engine request is cancelled at once; with half-close on,
+    /// a client that disconnects is noticed only when Bridge next writes to it, so an abandoned
+    /// non-streaming request runs to its end on the engine. TCP cannot tell the two apart.
+    pub half_close: Option<bool>,
     /// Log lines as `text` (default) or `json` (one object per line, for log pipelines).
     pub log_format: Option<LogFormat>,
 }
@@ -128,6 +136,9 @@ pub struct AuthConfig {
     #[serde(default)]
     /// `[[auth.keys]]`.
     pub keys: Vec<KeyConfig>,
+    /// Serve without keys on purpose: allowed only with no keys. A reload that removes every
+    /// key from a Bridge that had some is refused unless this says `true`.
+    pub open: Option<bool>,
 }
 
 /// `[[auth.keys]]`: one client key.
@@ -260,6 +271,10 @@ pub struct PredictConfig {
     /// of being refused.
     #[serde(default)]
     pub extra_fields: Vec<String>,
+    /// Most bytes of whole (non-stream) answers the adapter holds at once for this deployment,
+    /// all requests together (each answer is read whole before it is adapted). Past it a
+    /// request gets 503 with `retry-after`. Default 64 MiB.
+    pub max_buffered_bytes: Option<u64>,
 }
 
 /// Per-deployment time limits, in milliseconds.

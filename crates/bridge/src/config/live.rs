@@ -112,9 +112,27 @@ impl Live {
                 *admin = None;
             }
             (Some(_), None) => {
-                tracing::warn!("[admin] removed in {name}: the admin API answers 404 until a restart closes it");
+                // Its listener stays bound until a restart: keep it working meanwhile.
+                return Err(ReloadError::Invalid(format!(
+                    "{name}: [admin] was removed, but the admin listener stays open until a \
+                     restart; restart Bridge to close it"
+                )));
             }
             (None, None) => {}
+        }
+        // A file caught empty or half-written must never become the table in force.
+        if config.models.is_empty() {
+            return Err(ReloadError::Invalid(format!(
+                "{name} defines no [[models]]: an empty or truncated file is never installed"
+            )));
+        }
+        // Losing every key would open an authenticated Bridge to anyone: only on purpose.
+        if !current.keys.is_empty() && config.auth.keys.is_empty() && config.auth.open != Some(true)
+        {
+            return Err(ReloadError::Invalid(format!(
+                "{name} has no [[auth.keys]] left, which would accept requests from ANY caller; \
+                 if that is meant, say so with `[auth] open = true`"
+            )));
         }
         let next = config
             .validate_after(&name, Some(&current))
@@ -133,6 +151,7 @@ impl Live {
                 "server.drain_delay_ms",
                 next.drain_delay != current.drain_delay,
             ),
+            ("server.half_close", next.half_close != current.half_close),
         ];
         for (setting, changed) in restart_needed {
             if changed {
@@ -196,8 +215,20 @@ impl Live {
             let Some(path) = &self.path else {
                 return;
             };
-            let Ok(text) = tokio::fs::read_to_string(path).await else {
-                continue;
+            let text = match tokio::fs::read_to_string(path).await {
+                Ok(text) => text,
+                Err(e) => {
+                    // Deleted, not UTF-8, a directory: said once, until it reads again.
+                    let error = format!("{}: cannot read the file: {e}", path.display());
+                    if error != last_error {
+                        tracing::error!(
+                            "configuration not reloaded, the one in force stays: {error}"
+                        );
+                        last_error = error;
+                    }
+                    seen = None;
+                    continue;
+                }
             };
             if text == self.text() {
                 seen = None;

@@ -5,8 +5,11 @@
 //! validating a deployment's renames and extra fields needs them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::file::{PredictConfig, DEFAULT_OUTPUT_KEY};
+use tokio::sync::Semaphore;
+
+use super::file::{PredictConfig, DEFAULT_OUTPUT_KEY, DEFAULT_PREDICT_BUFFERED_BYTES};
 
 /// Sampling fields forwarded when the client sets them (renamed as the deployment says).
 pub const FORWARDED: [&str; 7] = [
@@ -74,6 +77,11 @@ pub struct PredictSettings {
     pub rename: BTreeMap<String, String>,
     /// Fields forwarded as they are, beyond the adapter's own list.
     pub extra_fields: Vec<String>,
+    /// The bytes of whole answers the deployment may hold at once, in KiB permits (shared by
+    /// all its requests, kept across reloads with the deployment).
+    pub buffer: Arc<Semaphore>,
+    /// The budget's size in bytes, for messages.
+    pub buffer_bytes: u64,
 }
 
 /// Validates a deployment's `[predict]` table (absent: defaults).
@@ -126,9 +134,20 @@ pub fn settings(config: Option<&PredictConfig>) -> Result<PredictSettings, Strin
             ));
         }
     }
+    let buffer_bytes = config
+        .max_buffered_bytes
+        .unwrap_or(DEFAULT_PREDICT_BUFFERED_BYTES);
+    if buffer_bytes < 1024 || buffer_bytes > u64::from(u32::MAX) * 1024 {
+        return Err(format!(
+            "predict.max_buffered_bytes must be 1024 to {} (got {buffer_bytes})",
+            u64::from(u32::MAX) * 1024
+        ));
+    }
     Ok(PredictSettings {
         output_key,
         rename: config.rename.clone(),
         extra_fields: config.extra_fields.clone(),
+        buffer: Arc::new(Semaphore::new((buffer_bytes / 1024) as usize)),
+        buffer_bytes,
     })
 }

@@ -31,6 +31,8 @@ pub struct Registry {
     pub body_read_timeout: Duration,
     /// Time allowed to receive a request's headers.
     pub header_read_timeout: Duration,
+    /// Answer clients that half-close after their request (`[server] half_close`).
+    pub half_close: bool,
     /// How long requests in flight may run after a stop was requested.
     pub drain_timeout: Duration,
     /// How long new connections are still accepted after a stop was requested.
@@ -216,6 +218,14 @@ impl Replica {
     /// A replica from its configured base URL: `http://host:port/path`, no query, no https.
     pub fn parse(base: &str) -> Result<Replica, String> {
         let base = base.trim_end_matches('/').to_string();
+        if let Some(redacted) = without_userinfo(&base) {
+            // Never echoed: the part before '@' may be a password.
+            return Err(format!(
+                "replica URL '{redacted}' has credentials before '@': they would reach the \
+                 engine in the Host header and the logs; put the engine's key in api_key_env \
+                 or api_key_file instead"
+            ));
+        }
         let parsed: Uri = base
             .parse()
             .map_err(|e| format!("replica URL '{base}' is invalid: {e}"))?;
@@ -285,6 +295,14 @@ impl Replica {
     pub fn uri(&self, endpoint: Endpoint) -> Uri {
         self.uris[endpoint as usize].clone()
     }
+}
+
+/// `scheme://***@rest` when `url`'s authority has userinfo (`user:password@`), else `None`.
+fn without_userinfo(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some(format!("{scheme}://***@{}", &rest[at + 1..]))
 }
 
 impl Registry {

@@ -45,9 +45,12 @@ fn secret(
 /// no client has to percent-encode them.
 fn check_id(what: &str, id: &str) -> Result<(), String> {
     let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~');
-    if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(unreserved) {
+    // `.` and `..` are path segments of their own: as ids they would name other routes.
+    let dots = id == "." || id == "..";
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(unreserved) || dots {
         return Err(format!(
-            "{what} '{id}' must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '-', '.', '_', '~'"
+            "{what} '{id}' must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '-', '.', '_', '~', \
+             and not '.' or '..'"
         ));
     }
     Ok(())
@@ -146,6 +149,12 @@ impl Config {
         );
         let drain_delay =
             Duration::from_millis(self.server.drain_delay_ms.unwrap_or(DEFAULT_DRAIN_DELAY_MS));
+        if self.auth.open == Some(true) && !self.auth.keys.is_empty() {
+            return Err(
+                "auth.open = true says Bridge serves without keys, but [[auth.keys]] are configured: remove one or the other"
+                    .into(),
+            );
+        }
         let keys = Keys::new(keys);
         let admin = self.admin.as_ref().map(validate_admin).transpose()?;
         Ok(Registry {
@@ -159,6 +168,7 @@ impl Config {
             drain_delay,
             body_read_timeout,
             header_read_timeout,
+            half_close: self.server.half_close.unwrap_or(false),
             workers,
             keys,
             created,

@@ -12,6 +12,7 @@ pub mod stream;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Response;
 
 use super::Dialect;
@@ -55,5 +56,9 @@ impl Dialect for OpenAi {
 
     fn error_response(&self, error: ApiError) -> Response<ResBody> {
         error.into_response()
+    }
+
+    fn stream_error(&self, error: &ApiError) -> Bytes {
+        error.sse_event()
     }
 }

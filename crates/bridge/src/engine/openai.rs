@@ -6,7 +6,7 @@
 //! JSON untouched, streams event by event through the client's dialect, errors normalised.
 
 use bytes::Bytes;
-use http::{header, Response};
+use http::{header, HeaderValue, Response};
 
 use super::{Engine, Outgoing};
 use crate::dialect;
@@ -25,13 +25,18 @@ use crate::upstream::client::Upstream;
 #[derive(Debug, Clone, Copy)]
 pub struct OpenAiEngine;
 
-/// Whether Bridge asked the engine for a usage chunk the client did not ask for (it is then
-/// taken out of the stream).
+/// What the answer needs to know about the request.
 #[derive(Debug, Clone, Copy)]
-pub struct StripUsage(pub bool);
+pub struct Plan {
+    /// The client asked for a stream.
+    stream: bool,
+    /// Bridge asked the engine for a usage chunk the client did not ask for (it is then taken
+    /// out of the stream).
+    strip_usage: bool,
+}
 
 impl Engine for OpenAiEngine {
-    type Plan = StripUsage;
+    type Plan = Plan;
 
     async fn request(
         &self,
@@ -39,7 +44,7 @@ impl Engine for OpenAiEngine {
         ex: &Exchange,
         routed: &RoutedBody,
         body: &Bytes,
-    ) -> Result<Outgoing<StripUsage>, ApiError> {
+    ) -> Result<Outgoing<Plan>, ApiError> {
         let Some(deployment) = ex.deployment.as_deref() else {
             return Err(ApiError::internal("no deployment resolved"));
         };
@@ -51,7 +56,10 @@ impl Engine for OpenAiEngine {
         Ok(Outgoing {
             body: routed.upstream_body(body, new_model.as_deref(), inject),
             endpoint: ex.endpoint,
-            plan: StripUsage(inject),
+            plan: Plan {
+                stream: routed.is_stream(),
+                strip_usage: inject,
+            },
         })
     }
 
@@ -59,7 +67,7 @@ impl Engine for OpenAiEngine {
         &self,
         ex: &mut Exchange,
         answer: Response<EngineBody>,
-        plan: StripUsage,
+        plan: Plan,
     ) -> Result<Response<ResBody>, ApiError> {
         let (mut parts, mut body) = answer.into_parts();
         if parts.status.is_client_error() || parts.status.is_server_error() {
@@ -80,9 +88,25 @@ impl Engine for OpenAiEngine {
         }
         let heartbeat = ex.deployment.as_ref().and_then(|d| d.heartbeat);
         let dialect = dialect::of(ex.endpoint);
+        if plan.stream && !is_sse {
+            // The SDK would end the stream with no error and no answer: say what happened.
+            body.settle();
+            let error = ApiError::bad_gateway(
+                "the engine answered a streaming request with a whole (non-stream) answer",
+            )
+            .with_code("upstream_not_streaming");
+            let mut response = Response::new(ResBody::full(dialect.stream_error(&error)));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            mark_sse(headers);
+            return Ok(response);
+        }
         let body = if is_sse {
             mark_sse(&mut parts.headers);
-            dialect.relay_stream(body, plan.0, heartbeat)
+            dialect.relay_stream(body, plan.strip_usage, heartbeat)
         } else {
             body.track_usage(dialect.json_usage());
             ResBody::Engine(body)

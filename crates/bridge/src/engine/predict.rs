@@ -72,8 +72,22 @@ impl Engine for PredictEngine {
         answer: Response<EngineBody>,
         context: Context,
     ) -> Result<Response<ResBody>, ApiError> {
-        let heartbeat = ex.deployment.as_ref().and_then(|d| d.heartbeat);
-        relay(answer, context, heartbeat, &mut ex.record).await
+        let Some(deployment) = ex.deployment.clone() else {
+            return Err(ApiError::internal("no deployment resolved"));
+        };
+        let Some(settings) = &deployment.predict else {
+            return Err(ApiError::internal(
+                "a predict deployment without its settings",
+            ));
+        };
+        relay(
+            answer,
+            context,
+            deployment.heartbeat,
+            settings,
+            &mut ex.record,
+        )
+        .await
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use serde_json::{json, Value};
 
 use super::request::adapt_request;
-use super::stream::{ChunkWriter, Utf8Carry};
+use super::stream::{ChunkWriter, InvalidUtf8, Utf8Carry};
 use super::*;
 use crate::config::predict::settings;
 use crate::config::predict::PredictSettings;
@@ -37,23 +37,24 @@ fn utf8_split_anywhere_is_carried_never_replaced() {
     for cut1 in 0..=bytes.len() {
         for cut2 in cut1..=bytes.len() {
             let mut carry = Utf8Carry::default();
-            let mut out = carry.push(&bytes[..cut1]);
-            out += &carry.push(&bytes[cut1..cut2]);
-            out += &carry.push(&bytes[cut2..]);
-            out += &carry.finish();
+            let mut out = carry.push(&bytes[..cut1]).unwrap();
+            out += &carry.push(&bytes[cut1..cut2]).unwrap();
+            out += &carry.push(&bytes[cut2..]).unwrap();
+            carry.finish().unwrap();
             assert_eq!(out, text, "cut at {cut1} and {cut2}");
         }
     }
 }
 
 #[test]
-fn invalid_utf8_becomes_replacement_characters() {
+fn invalid_utf8_is_an_error_never_a_replacement() {
     let mut carry = Utf8Carry::default();
-    assert_eq!(carry.push(b"a\xffb"), "a\u{fffd}b");
-    assert_eq!(carry.push(b"\xf0\x9f"), "");
+    assert_eq!(carry.push(b"a\xffb"), Err(InvalidUtf8));
+    let mut carry = Utf8Carry::default();
+    assert_eq!(carry.push(b"ok \xf0\x9f").as_deref(), Ok("ok "));
     assert_eq!(
         carry.finish(),
-        "\u{fffd}",
+        Err(InvalidUtf8),
         "a character that never completed"
     );
 }
@@ -133,6 +134,7 @@ fn renames_and_extra_fields_come_from_the_deployment() {
         output_key: Some("generated_text".into()),
         rename: [("max_tokens".to_string(), "max_new_tokens".to_string())].into(),
         extra_fields: vec!["top_k".into()],
+        ..PredictConfig::default()
     };
     let settings = settings(Some(&config)).unwrap();
     let body = chat(json!({"max_completion_tokens": 9, "top_k": 3}));
@@ -155,6 +157,7 @@ fn bad_predict_settings_are_config_errors() {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
             extra_fields: extra.iter().map(|s| s.to_string()).collect(),
+            ..PredictConfig::default()
         }))
         .unwrap_err()
     };
@@ -172,6 +175,7 @@ fn bad_predict_settings_are_config_errors() {
         ]
         .into(),
         extra_fields: vec![],
+        ..PredictConfig::default()
     }))
     .is_ok());
 }

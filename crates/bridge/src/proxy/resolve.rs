@@ -84,13 +84,16 @@ pub async fn served_model(
                 let list: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 list["data"][0]["id"].as_str().map(Arc::<str>::from).ok_or_else(|| {
                     ApiError::bad_gateway(format!(
-                        "the engine at {} did not report a model name at /models; set served_model for deployment '{}'",
-                        replica.base, deployment.id
+                        "the engine of deployment '{}' of model '{}' did not report a model name at /models; set served_model for it",
+                        deployment.id, deployment.model_id
                     ))
                 })
             };
             tokio::time::timeout(MODEL_LOOKUP_TIMEOUT, lookup).await.map_err(|_| {
-                ApiError::gateway_timeout(format!("the engine at {} did not list its models in time", replica.base))
+                ApiError::gateway_timeout(format!(
+                    "the engine of deployment '{}' of model '{}' did not list its models in time",
+                    deployment.id, deployment.model_id
+                ))
             })?
         })
         .await?;

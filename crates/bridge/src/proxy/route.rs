@@ -272,6 +272,11 @@ impl RoutedBody {
         self.stream && !self.stream_options
     }
 
+    /// The client sent `"stream": true`.
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
     /// The body to send upstream: `body` without `baseten`, with `model` set to `new_model`
     /// when given, and with `stream_options.include_usage` added when `inject_usage`. Slices
     /// share `body`'s buffer; only the new model name and the added member are fresh.

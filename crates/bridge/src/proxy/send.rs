@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use http::{HeaderMap, Method, Response};
+use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::exchange::Exchange;
 use super::pick::{park, pick};
@@ -91,6 +91,12 @@ pub async fn send(
         record.waited(sent_at.elapsed());
         match result {
             Ok(mut response) => {
+                if let Some(error) = refused_status(response.status()) {
+                    // Never relayed: the connection is dropped with the answer.
+                    note_failure(deployment, index);
+                    tracing::warn!(model = %deployment.model_id, deployment = %deployment.id, replica = %replica.base, status = %response.status(), "engine answered a status Bridge never relays");
+                    return Err(naming(deployment, error));
+                }
                 response.body_mut().limit(deployment.idle_timeout, deadline);
                 if response.status().is_server_error() {
                     record.upstream_error(UpstreamFailure::ServerError);
@@ -99,6 +105,7 @@ pub async fn send(
                     replica.state.record_success();
                 }
                 response.body_mut().hold(in_flight, slot);
+                response.body_mut().cut_by(upstream.cut_signal());
                 return Ok(response);
             }
             Err(error) => {
@@ -115,11 +122,43 @@ pub async fn send(
                     park(upstream, deployment, until).await?;
                     tried.clear();
                 } else {
-                    return Err(error);
+                    // The address is for the operator's log; the client learns which deployment.
+                    tracing::warn!(model = %deployment.model_id, deployment = %deployment.id, replica = %replica.base, error = %error.message, "engine request failed");
+                    return Err(naming(deployment, error));
                 }
             }
         }
     }
+}
+
+/// The 502 for an answer no client should get: a redirect (the official SDKs follow it, and
+/// would send the prompt to wherever the engine points, its `Location` is never passed on) or a
+/// protocol switch (any 1xx but 100, which hyper handles itself).
+fn refused_status(status: StatusCode) -> Option<ApiError> {
+    let (what, code) = if status.is_redirection() {
+        (
+            "a redirect, which Bridge does not follow or relay",
+            "upstream_redirect",
+        )
+    } else if status.is_informational() {
+        (
+            "a protocol switch, which Bridge does not relay",
+            "upstream_upgrade",
+        )
+    } else {
+        return None;
+    };
+    Some(ApiError::bad_gateway(format!("the engine answered {status}: {what}")).with_code(code))
+}
+
+/// `error` with the deployment it happened on (never the replica's address) in its message.
+fn naming(deployment: &Deployment, mut error: ApiError) -> ApiError {
+    error.message = format!(
+        "deployment '{}' of model '{}': {}",
+        deployment.id, deployment.model_id, error.message
+    )
+    .into();
+    error
 }
 
 /// 429 with `retry-after`: the SDKs wait and retry on their own.

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::config::state::InFlight;
 use crate::observe::record::Record;
 use crate::observe::stats::UpstreamFailure;
 use crate::observe::usage::{JsonUsage, Tail};
+use crate::upstream::client::Cut;
 use crate::upstream::pool::PooledBody;
 
 /// An engine's response body, with the request's lifetime attached.
@@ -36,6 +38,8 @@ pub struct EngineBody {
     record: Option<Box<Record>>,
     /// The last bytes of a JSON answer, and how the dialect reads its usage there.
     usage_tail: Option<(Tail, JsonUsage)>,
+    /// The worker's drain-timeout signal (streams end on it; see [`crate::relay::stream`]).
+    cut: Option<Arc<Cut>>,
 }
 
 /// Time limits on a response body.
@@ -133,7 +137,18 @@ impl EngineBody {
             limits: None,
             record: None,
             usage_tail: None,
+            cut: None,
         }
+    }
+
+    /// Ends this answer, if it is a stream, when the worker's drain timeout passes.
+    pub fn cut_by(&mut self, cut: &Arc<Cut>) {
+        self.cut = Some(cut.clone());
+    }
+
+    /// The drain-timeout signal, when set.
+    pub fn cut(&self) -> Option<&Arc<Cut>> {
+        self.cut.as_ref()
     }
 
     /// Limits the silence between chunks to `idle`, and the whole request to `total_deadline`.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
+use tokio::sync::futures::OwnedNotified;
 
 use super::lifetime::{EngineBody, TimedOut};
 use crate::body::BoxError;
@@ -55,6 +56,8 @@ pub struct StreamRelay<A: ?Sized> {
     finished: bool,
     /// Keep-alive comments while the engine is silent (a long time to first token).
     heartbeat: Option<Heartbeat>,
+    /// Registered for the drain-timeout signal, once the engine first kept the stream waiting.
+    cut_wait: Option<Pin<Box<OwnedNotified>>>,
     /// Last, so that a boxed relay of any adapter is a relay of `dyn StreamAdapter`.
     adapter: A,
 }
@@ -80,6 +83,7 @@ impl<A: StreamAdapter> StreamRelay<A> {
             adapter,
             queue: initial.into_iter().collect(),
             finished: false,
+            cut_wait: None,
             heartbeat: heartbeat.map(|every| Heartbeat {
                 every,
                 timer: Box::pin(tokio::time::sleep(every)),
@@ -98,6 +102,21 @@ impl<A: StreamAdapter + ?Sized> StreamRelay<A> {
             heartbeat.timer.as_mut().reset(next);
             Bytes::from_static(PING)
         })
+    }
+
+    /// Whether the worker's drain timeout passed (registers for the signal otherwise, so a
+    /// stream waiting on a silent engine is woken by it).
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(cut) = self.upstream.cut() else {
+            return false;
+        };
+        if cut.is_given() {
+            return true;
+        }
+        let wait = self.cut_wait.get_or_insert_with(|| Box::pin(cut.wait()));
+        // Registered before the flag is read again: a signal in between is not missed.
+        wait.as_mut().enable();
+        cut.is_given() || wait.as_mut().poll(cx).is_ready()
     }
 
     /// Ends the stream with an engine-side failure: the answer is over, not abandoned.
@@ -147,6 +166,10 @@ impl<A: StreamAdapter + ?Sized> Body for StreamRelay<A> {
             }
             let polled = Pin::new(&mut this.upstream).poll_frame(cx);
             if polled.is_pending() {
+                if this.poll_cut(cx) {
+                    this.fail(ApiError::shutting_down());
+                    continue;
+                }
                 if let Some(ping) = this.poll_ping(cx) {
                     return Poll::Ready(Some(Ok(Frame::data(ping))));
                 }

@@ -6,10 +6,14 @@
 //! written). The client's headers are forwarded except those that describe the client's own
 //! connection or credentials; the engine gets the deployment's key instead, if it has one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 
 use super::pool::{Pool, PooledBody, SendError};
 use crate::body::ReqBody;
@@ -34,29 +38,79 @@ const STRIP_REQUEST: [HeaderName; 12] = [
     header::COOKIE,
 ];
 
-/// More request headers that carry credentials or connection state under other names, or
-/// that claim things about the client no engine should trust (`forwarded`, `x-real-ip`, and
-/// every `x-forwarded-*`, which any client can forge; Bridge adds none: engines do not need
-/// the caller's address).
-const STRIP_REQUEST_NAMED: [&str; 6] = [
-    "keep-alive",
-    "proxy-connection",
-    "api-key",
-    "x-api-key",
-    "forwarded",
-    "x-real-ip",
+/// More request headers that carry connection state under other names, or that claim things
+/// about the client no engine should trust (`forwarded`, `x-real-ip`, and every
+/// `x-forwarded-*`, which any client can forge; Bridge adds none: engines do not need the
+/// caller's address).
+const STRIP_REQUEST_NAMED: [&str; 4] = ["keep-alive", "proxy-connection", "forwarded", "x-real-ip"];
+
+/// Credentials other vendors' clients and gateways send under their own names (besides every
+/// header whose name ends in `api-key`: `api-key`, `x-api-key`, `x-goog-api-key`, ...). The
+/// client's credentials are for Bridge; an engine gets the deployment's key or none.
+pub const CREDENTIAL_HEADERS: [&str; 8] = [
+    "x-amz-security-token",
+    "ocp-apim-subscription-key",
+    "x-functions-key",
+    "x-auth-token",
+    "cf-access-client-id",
+    "cf-access-client-secret",
+    "private-token",
+    "helicone-auth",
 ];
+
+/// Whether a request header carries a credential (see [`CREDENTIAL_HEADERS`]).
+fn is_credential(name: &str) -> bool {
+    name.ends_with("api-key") || CREDENTIAL_HEADERS.contains(&name)
+}
 
 /// A worker's way to its engines.
 #[derive(Clone, Debug, Default)]
 pub struct Upstream {
     pool: Pool,
+    /// Set when the worker's drain timeout passed: answers still open end now.
+    cut: Arc<Cut>,
+}
+
+/// The signal that a stopping worker's drain timeout passed: every answer still being relayed
+/// ends, properly, in its client's dialect, instead of being cut mid-chunk.
+#[derive(Debug, Default)]
+pub struct Cut {
+    given: AtomicBool,
+    notify: Arc<Notify>,
+}
+
+impl Cut {
+    /// Whether the signal was given.
+    pub fn is_given(&self) -> bool {
+        self.given.load(Ordering::Acquire)
+    }
+
+    /// A future that resolves when the signal is given (or was already; [`OwnedNotified::enable`]
+    /// it, then check [`Cut::is_given`], to miss nothing).
+    pub fn wait(&self) -> OwnedNotified {
+        self.notify.clone().notified_owned()
+    }
+
+    fn give(&self) {
+        self.given.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
 }
 
 impl Upstream {
     /// A new, empty pool.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The worker's drain-timeout signal, for the answers it relays.
+    pub fn cut_signal(&self) -> &Arc<Cut> {
+        &self.cut
+    }
+
+    /// Tells every answer still being relayed to end now.
+    pub fn cut(&self) {
+        self.cut.give();
     }
 
     /// Closes idle connections before engines' keep-alive timeouts, until dropped.
@@ -72,34 +126,30 @@ impl Upstream {
         connect: Duration,
         first_byte: Duration,
     ) -> Result<Response<PooledBody>, ApiError> {
-        let at = authority(request.uri());
+        // Messages never name the replica's address: clients see them (the caller logs it).
         match tokio::time::timeout(first_byte, self.pool.send(request, connect)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(SendError::Connect(e))) => Err(ApiError::bad_gateway(format!(
-                "could not connect to the engine at {at}: {e}"
+                "could not connect to the engine: {e}"
             ))
             .retry_safe()
             .upstream(UpstreamFailure::Connect)),
             Ok(Err(SendError::NotSent(e))) => Err(ApiError::bad_gateway(format!(
-                "the engine at {at} closed the connection before the request was sent: {e}"
+                "the engine closed the connection before the request was sent: {e}"
             ))
             .retry_safe()
             .upstream(UpstreamFailure::Reset)),
             Ok(Err(SendError::Closed(e))) => Err(ApiError::bad_gateway(format!(
-                "the engine at {at} closed the connection before answering: {e}"
+                "the engine closed the connection before answering: {e}"
             ))
             .upstream(UpstreamFailure::Reset)),
             Err(_) => Err(ApiError::gateway_timeout(format!(
-                "the engine at {at} did not answer within {} ms",
+                "the engine did not answer within {} ms",
                 first_byte.as_millis()
             ))
             .upstream(UpstreamFailure::Timeout)),
         }
     }
-}
-
-fn authority(uri: &Uri) -> String {
-    uri.authority().map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// The engine's headers, built from the client's in one pass: each kept header is hashed once,
@@ -115,6 +165,7 @@ pub fn upstream_headers(
     for (name, value) in client {
         let stripped = STRIP_REQUEST.contains(name)
             || STRIP_REQUEST_NAMED.contains(&name.as_str())
+            || is_credential(name.as_str())
             || name == REQUEST_ID
             || name.as_str().starts_with("x-forwarded-")
             || listed.contains(name);

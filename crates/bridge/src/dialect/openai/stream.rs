@@ -276,11 +276,6 @@ fn rewrite_error(event: &[u8]) -> Bytes {
     ApiError::from_engine(status, &data).sse_data()
 }
 
-fn invalid_utf8() -> ApiError {
-    ApiError::bad_gateway("the engine sent bytes that are not UTF-8 in its stream")
-        .with_code("upstream_invalid_utf8")
-}
-
 /// The OpenAI relay: events pass through as they are (engine errors rewritten), and a stream
 /// that did not end with `[DONE]` gets an in-band error.
 impl StreamAdapter for SseScanner {
@@ -302,7 +297,7 @@ impl StreamAdapter for SseScanner {
                 "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
             ))
             .with_code("upstream_event_too_large"),
-            ScanError::InvalidUtf8 => invalid_utf8(),
+            ScanError::InvalidUtf8 => ApiError::upstream_invalid_utf8(),
         })
     }
 
@@ -312,7 +307,7 @@ impl StreamAdapter for SseScanner {
             return;
         }
         if self.invalid_utf8 {
-            out.push_back(invalid_utf8().sse_event());
+            out.push_back(ApiError::upstream_invalid_utf8().sse_event());
         } else if self.errored {
             // The engine reported its own error; only the end marker is missing.
             out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));

@@ -13,9 +13,11 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Response};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::stream::{ChunkWriter, PredictEvents};
 use super::{Context, Kind};
+use crate::config::predict::PredictSettings;
 use crate::error::ApiError;
 use crate::observe::record::Record;
 use crate::observe::stats::UpstreamFailure;
@@ -47,6 +49,7 @@ pub async fn relay(
     upstream: Response<EngineBody>,
     context: Context,
     heartbeat: Option<Duration>,
+    settings: &PredictSettings,
     record: &mut Record,
 ) -> Result<Response<ResBody>, ApiError> {
     let (parts, mut body) = upstream.into_parts();
@@ -72,7 +75,8 @@ pub async fn relay(
         let stream = StreamRelay::new(body, adapter, first, heartbeat);
         return Ok(sse_response(ResBody::stream(stream)));
     }
-    let bytes = read_answer(&mut body).await.inspect_err(|e| {
+    // The budget is held while the answer is in memory (until this returns).
+    let (bytes, _budget) = read_answer(&mut body, settings).await.inspect_err(|e| {
         if let Some(why) = e.upstream_failure {
             record.upstream_error(why);
         }
@@ -113,8 +117,12 @@ fn sse_response(body: ResBody) -> Response<ResBody> {
 }
 
 /// The whole answer, bounded in size; the body's idle and total limits apply while reading.
-async fn read_answer(body: &mut EngineBody) -> Result<Bytes, ApiError> {
+async fn read_answer(
+    body: &mut EngineBody,
+    settings: &PredictSettings,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ApiError> {
     let mut out = BytesMut::new();
+    let mut budget: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
@@ -127,6 +135,7 @@ async fn read_answer(body: &mut EngineBody) -> Result<Bytes, ApiError> {
                     ))
                     .with_code("upstream_answer_too_large"));
                 }
+                take_budget(&mut budget, out.len() + data.len(), settings)?;
                 out.extend_from_slice(&data);
             }
             Err(e) if e.is::<TimedOut>() => {
@@ -144,7 +153,45 @@ async fn read_answer(body: &mut EngineBody) -> Result<Bytes, ApiError> {
             }
         }
     }
-    Ok(out.freeze())
+    Ok((out.freeze(), budget))
+}
+
+/// Grows `held` to cover `bytes` of the deployment's buffer budget (in KiB permits), or says
+/// why it cannot: the budget is taken by other answers now (503, retry), or this answer alone
+/// is larger than all of it (502).
+fn take_budget(
+    held: &mut Option<OwnedSemaphorePermit>,
+    bytes: usize,
+    settings: &PredictSettings,
+) -> Result<(), ApiError> {
+    let need = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    let have = held.as_ref().map_or(0, |h| h.num_permits() as u32);
+    if need <= have {
+        return Ok(());
+    }
+    if u64::from(need) * 1024 > settings.buffer_bytes {
+        return Err(ApiError::bad_gateway(format!(
+            "the model's answer is larger than the deployment's predict.max_buffered_bytes ({} bytes)",
+            settings.buffer_bytes
+        ))
+        .with_code("upstream_answer_too_large"));
+    }
+    let more = settings
+        .buffer
+        .clone()
+        .try_acquire_many_owned(need - have)
+        .map_err(|_| {
+            ApiError::busy(format!(
+                "the deployment's answers being read take its whole buffer budget \
+                 (predict.max_buffered_bytes, {} bytes); retry shortly",
+                settings.buffer_bytes
+            ))
+        })?;
+    match held {
+        Some(held) => held.merge(more),
+        None => *held = Some(more),
+    }
+    Ok(())
 }
 
 /// The text of a whole answer, and the model's own usage if it reported one.
@@ -153,9 +200,13 @@ pub fn answer_text(
     content_type: &str,
     output_key: &str,
 ) -> Result<(String, Option<Value>), ApiError> {
-    let plain = || (String::from_utf8_lossy(bytes).into_owned(), None);
+    // Never decoded lossily: a model's text reaches the client as it was, or not at all.
+    let plain = || {
+        let text = std::str::from_utf8(bytes).map_err(|_| ApiError::upstream_invalid_utf8())?;
+        Ok((text.to_string(), None))
+    };
     if content_type.starts_with("text/") {
-        return Ok(plain());
+        return plain();
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::String(text)) => Ok((text, None)),
@@ -170,7 +221,7 @@ pub fn answer_text(
             }
         }
         // A number, an array, or not JSON at all: the body is the text.
-        _ => Ok(plain()),
+        _ => plain(),
     }
 }
 

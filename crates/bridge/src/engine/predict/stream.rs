@@ -107,15 +107,20 @@ fn json_string(text: &str) -> String {
 }
 
 /// Decodes UTF-8 across chunk boundaries: an incomplete character at the end of a chunk waits
-/// for the rest. Bytes that can never be UTF-8 become U+FFFD, as any text decoder would.
+/// for the rest. Bytes that can never be UTF-8 are an error: Bridge never changes a model's
+/// text (a decoder's U+FFFD would), so the stream ends with `upstream_invalid_utf8` instead.
 #[derive(Debug, Default)]
 pub struct Utf8Carry {
     pending: Vec<u8>,
 }
 
+/// Bytes that are not UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidUtf8;
+
 impl Utf8Carry {
     /// The text completed by `chunk`.
-    pub fn push(&mut self, chunk: &[u8]) -> String {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<String, InvalidUtf8> {
         let joined;
         let bytes = if self.pending.is_empty() {
             chunk
@@ -124,41 +129,26 @@ impl Utf8Carry {
             joined = std::mem::take(&mut self.pending);
             &joined[..]
         };
-        let mut out = String::with_capacity(bytes.len());
-        let mut rest = bytes;
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(text) => {
-                    out.push_str(text);
-                    return out;
-                }
-                Err(e) => {
-                    let (valid, after) = rest.split_at(e.valid_up_to());
-                    // Safe: from_utf8 just said these bytes are valid.
-                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                    match e.error_len() {
-                        // Incomplete character at the end: keep it for the next chunk.
-                        None => {
-                            self.pending = after.to_vec();
-                            return out;
-                        }
-                        Some(bad) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            rest = &after[bad..];
-                        }
-                    }
-                }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(text.to_string()),
+            // An incomplete character at the end: kept for the next chunk.
+            Err(e) if e.error_len().is_none() => {
+                let (valid, after) = bytes.split_at(e.valid_up_to());
+                let text = std::str::from_utf8(valid).map_err(|_| InvalidUtf8)?;
+                let text = text.to_string();
+                self.pending = after.to_vec();
+                Ok(text)
             }
+            Err(_) => Err(InvalidUtf8),
         }
     }
 
     /// At the end of the stream: a character that never completed is invalid.
-    pub fn finish(&mut self) -> String {
-        if self.pending.is_empty() {
-            return String::new();
+    pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
+        match std::mem::take(&mut self.pending).is_empty() {
+            true => Ok(()),
+            false => Err(InvalidUtf8),
         }
-        self.pending.clear();
-        char::REPLACEMENT_CHARACTER.to_string()
     }
 }
 
@@ -242,7 +232,7 @@ impl PredictEvents {
                 }
             }
             // Plain text, or JSON of another kind: the data is the text.
-            _ => String::from_utf8_lossy(&data).into_owned(),
+            _ => String::from_utf8(data).map_err(|_| ApiError::upstream_invalid_utf8())?,
         };
         self.push_text(&text, out);
         Ok(())
@@ -261,7 +251,9 @@ impl StreamAdapter for PredictEvents {
     fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
         let events = match &mut self.framing {
             Framing::Raw(carry) => {
-                let text = carry.push(&chunk);
+                let text = carry
+                    .push(&chunk)
+                    .map_err(|_| ApiError::upstream_invalid_utf8())?;
                 self.push_text(&text, out);
                 return Ok(());
             }
@@ -294,8 +286,10 @@ impl StreamAdapter for PredictEvents {
     fn finish(&mut self, out: &mut VecDeque<Bytes>) {
         match &mut self.framing {
             Framing::Raw(carry) => {
-                let tail = carry.finish();
-                self.push_text(&tail, out);
+                if carry.finish().is_err() {
+                    self.fail(ApiError::upstream_invalid_utf8(), out);
+                    return;
+                }
             }
             Framing::Sse(buffer) => {
                 // A last event without its blank line is still whole: the HTTP body ended
