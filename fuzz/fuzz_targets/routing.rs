@@ -11,7 +11,7 @@
 #![no_main]
 
 use bridge::json::{scan_object, MAX_DEPTH};
-use bridge::proxy::route::route;
+use bridge::stage::route::route;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use bridge::dialect::openai::stream::SseScanner;
-use bridge::proxy::route::route;
+use bridge::stage::route::route;
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

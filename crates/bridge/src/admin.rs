@@ -31,9 +31,9 @@ use crate::config::live::{Live, ReloadError};
 use crate::config::registry::{Deployment, Model, Registry};
 use crate::error::ApiError;
 use crate::headers::REQUEST_ID;
-use crate::proxy::auth::authenticate;
 use crate::relay::ResBody;
 use crate::server;
+use crate::stage::auth::authenticate;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 1 << 20;

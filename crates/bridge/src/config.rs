@@ -5,6 +5,7 @@
 //! - [`validate`]: the file into a [`registry::Registry`], with errors naming the field.
 //! - [`registry`]: the routing table requests are served against.
 //! - [`keys`]: client keys, kept as digests. [`state`]: replica load, health and limits.
+//! - [`stats`]: what each deployment served, in atomics (read by `/metrics`).
 //! - [`live`]: the table in force, swapped atomically on reload.
 
 pub mod file;
@@ -13,6 +14,7 @@ pub mod live;
 pub mod predict;
 pub mod registry;
 pub mod state;
+pub mod stats;
 pub mod validate;
 
 pub use file::*;

@@ -17,9 +17,9 @@ use http::Response;
 use crate::config::registry::Endpoint;
 use crate::error::ApiError;
 use crate::observe::usage::JsonUsage;
-use crate::proxy::route::RoutedBody;
 use crate::relay::lifetime::EngineBody;
 use crate::relay::ResBody;
+use crate::stage::route::RoutedBody;
 
 /// What one client API looks like on the wire.
 pub trait Dialect: Sync {

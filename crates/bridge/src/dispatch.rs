@@ -22,10 +22,10 @@ use crate::dialect;
 use crate::error::ApiError;
 use crate::headers::REQUEST_ID;
 use crate::observe::metrics;
-use crate::proxy::auth::authenticate;
-use crate::proxy::exchange::Exchange;
 use crate::proxy::forward;
 use crate::relay::ResBody;
+use crate::stage::auth::authenticate;
+use crate::stage::exchange::Exchange;
 use crate::upstream::client::Upstream;
 
 /// What every request on one worker shares: the routing table in force, the worker's upstream

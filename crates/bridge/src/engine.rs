@@ -17,10 +17,10 @@ use http::Response;
 use crate::body::ReqBody;
 use crate::config::registry::Endpoint;
 use crate::error::ApiError;
-use crate::proxy::exchange::Exchange;
-use crate::proxy::route::RoutedBody;
 use crate::relay::lifetime::EngineBody;
 use crate::relay::ResBody;
+use crate::stage::exchange::Exchange;
+use crate::stage::route::RoutedBody;
 use crate::upstream::client::Upstream;
 
 /// The engine's side of a request.

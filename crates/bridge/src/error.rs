@@ -13,7 +13,6 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::headers;
-use crate::observe::stats::UpstreamFailure;
 
 /// A failure to report to the client, already classified. Boxed so that `Result`s on the hot
 /// path stay one word wide; errors are the cold path.
@@ -47,6 +46,19 @@ pub struct ErrorFields {
     pub upstream_failure: Option<UpstreamFailure>,
     /// Bridge's own time for the request, for the `x-bridge-overhead-us` header.
     pub overhead_us: Option<u64>,
+}
+
+/// Why an engine request failed, for `bridge_upstream_errors_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be opened.
+    Connect,
+    /// The connection failed or broke off (before or during the answer).
+    Reset,
+    /// No answer, or silence, within the deployment's limits.
+    Timeout,
+    /// The engine answered 5xx.
+    ServerError,
 }
 
 /// How to tell a client to pass routing information; included in every routing 400.

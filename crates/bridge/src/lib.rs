@@ -7,18 +7,18 @@
 //!
 //! | layer | modules | what it holds |
 //! |---|---|---|
-//! | 0. leaves | [`error`], [`headers`], [`body`], [`json`], [`sse`], [`observe::stats`], [`observe::usage`] | the error envelope, body types, the JSON and SSE grammars, counters |
-//! | 1. config | [`config`] | the operator's file, its defaults, the validated [`config::registry`], replica state, keys, [`config::live`] reloads |
-//! | 2. upstream, record | [`upstream`], [`observe::record`], [`observe::metrics`] | the pool and client to engines, health checks; what a request did, `/metrics` |
-//! | 3. stages, relay | [`proxy`]'s stage modules, [`relay`] | authenticate, read, route, resolve, pick, send; the body a client receives |
+//! | 0. leaves | [`error`], [`headers`], [`body`], [`json`], [`sse`] | the error envelope and failure kinds, header names, body types, the JSON and SSE grammars |
+//! | 1. config | [`config`] | the operator's file, its defaults, the validated [`config::registry`], replica state and stats, keys, [`config::live`] reloads |
+//! | 2. upstream, observe | [`upstream`], [`observe`] | the pool and client to engines, health checks; usage reading, what a request did, `/metrics` |
+//! | 3. stages, relay | [`stage`], [`relay`] | authenticate, read, route, resolve, pick, send; the body a client receives |
 //! | 4. adapters | [`dialect`], [`engine`] | the two axes: what the client speaks, what the deployment speaks |
-//! | 5. pipeline | [`proxy`] (the module itself) | the stages run in order over one [`proxy::exchange::Exchange`] |
+//! | 5. pipeline | [`proxy`] | the stages run in order over one [`stage::exchange::Exchange`] |
 //! | 6. dispatch | [`dispatch`] | method and path → route; health and model list |
 //! | 7. serving | [`server`], [`app`], [`admin`], [`sim`], [`demo`] | connections, workers, the admin API, the simulated engine |
 //!
-//! A forwarded request goes: [`server`] → [`dispatch`] → [`proxy`]: [`proxy::auth`] →
-//! [`proxy::read`] → route (by the client's [`dialect`]) → [`proxy::resolve`] → adapt (by the
-//! deployment's [`engine`] kind) → [`proxy::send`] (with [`proxy::pick`]) → the engine kind
+//! A forwarded request goes: [`server`] → [`dispatch`] → [`proxy`]: [`stage::auth`] →
+//! [`stage::read`] → route (by the client's [`dialect`]) → [`stage::resolve`] → adapt (by the
+//! deployment's [`engine`] kind) → [`stage::send`] (with [`stage::pick`]) → the engine kind
 //! relays the answer through [`relay`] → [`observe::record`] when the answer is over.
 //!
 //! [`app::App`] assembles it all; the binary (`main.rs`) only parses the command line, sets up
@@ -43,6 +43,7 @@ pub mod relay;
 pub mod server;
 pub mod sim;
 pub mod sse;
+pub mod stage;
 pub mod upstream;
 
 #[cfg(test)]

@@ -1,19 +1,12 @@
 //! The request pipeline for forwarded routes: authenticate → read → route → resolve → adapt →
 //! send (pick, retry) → relay → record.
 //!
-//! Each stage is a module below; they share one [`Exchange`] instead of long parameter lists.
+//! Each stage is a module of [`crate::stage`]; they share one [`Exchange`] instead of long
+//! parameter lists.
 //! The client's dialect (chosen by route, [`crate::dialect::of`]) says where the routing is and
 //! how streams, errors and usage look; the engine kind (chosen here, by the deployment's `api`)
 //! adapts the request and the answer. Whatever happens, the request is recorded once its answer
 //! is over (see [`crate::observe::record`]).
-
-pub mod auth;
-pub mod exchange;
-pub mod pick;
-pub mod read;
-pub mod resolve;
-pub mod route;
-pub mod send;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
@@ -28,9 +21,10 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::headers;
 use crate::relay::ResBody;
+use crate::stage::exchange::Exchange;
+use crate::stage::route::RoutedBody;
+use crate::stage::{auth, read, resolve, send};
 use crate::upstream::client::{upstream_headers, Upstream};
-use exchange::Exchange;
-use route::RoutedBody;
 
 /// Forwards one request; the answer (or the error) carries Bridge's own time for it.
 pub async fn forward<B>(

@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use super::file::{Api, DeploymentConfig};
 use super::keys::Keys;
 use super::state::{Limiter, ReplicaState, RetryBudget};
-use crate::observe::stats::Stats;
+use crate::config::stats::Stats;
 
 /// Longest model or deployment id accepted in config (and so worth looking up).
 pub const MAX_ID_LEN: usize = 256;

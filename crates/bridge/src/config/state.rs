@@ -11,7 +11,7 @@
 //!   retries cannot multiply an outage.
 //!
 //! Counters are atomics: every worker sees the same load and health without a lock. Picking a
-//! replica from them is [`crate::proxy::pick`]'s business.
+//! replica from them is [`crate::stage::pick`]'s business.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -15,7 +15,7 @@ use super::registry::{
     AdminSettings, Deployment, HealthCheck, Model, Registry, Replica, Wake, MAX_ID_LEN,
 };
 use super::state::{Limiter, RetryBudget};
-use crate::observe::stats::Stats;
+use crate::config::stats::Stats;
 
 /// Reads a secret from a literal, an environment variable or a file (exactly one of them).
 fn secret(

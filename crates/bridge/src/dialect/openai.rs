@@ -2,7 +2,7 @@
 //! and read them.
 //!
 //! - Routing: `baseten` in the body (what `extra_body` produces), or `model =
-//!   "baseten/{model_id}[/{deployment_id}]"`, or the model in the URL ([`crate::proxy::route`]).
+//!   "baseten/{model_id}[/{deployment_id}]"`, or the model in the URL ([`crate::stage::route`]).
 //! - Streams: `data:` events ending with `data: [DONE]`; failures end with the error envelope
 //!   in band, then `[DONE]` ([`stream::SseScanner`]).
 //! - Errors: `{"error": {"message", "type", "param", "code"}}` with a string `code`.
@@ -18,10 +18,10 @@ use http::Response;
 use super::Dialect;
 use crate::error::ApiError;
 use crate::observe::usage::{usage_in_json_tail, JsonUsage};
-use crate::proxy::route::{route, route_by_path, RoutedBody};
 use crate::relay::lifetime::EngineBody;
 use crate::relay::stream::StreamRelay;
 use crate::relay::ResBody;
+use crate::stage::route::{route, route_by_path, RoutedBody};
 use stream::SseScanner;
 
 /// OpenAI's API.

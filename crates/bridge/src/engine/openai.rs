@@ -11,14 +11,14 @@ use http::{header, HeaderValue, Response};
 use super::{Engine, Outgoing};
 use crate::dialect;
 use crate::error::ApiError;
-use crate::proxy::exchange::Exchange;
-use crate::proxy::resolve::served_model;
-use crate::proxy::route::RoutedBody;
 use crate::relay::head::{
     compressed_stream, engine_error, is_compressed, mark_sse, strip_response_headers,
 };
 use crate::relay::lifetime::EngineBody;
 use crate::relay::ResBody;
+use crate::stage::exchange::Exchange;
+use crate::stage::resolve::served_model;
+use crate::stage::route::RoutedBody;
 use crate::upstream::client::Upstream;
 
 /// An OpenAI-compatible engine.

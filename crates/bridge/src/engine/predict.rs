@@ -22,10 +22,10 @@ use super::{Engine, Outgoing};
 use crate::body::ReqBody;
 use crate::config::registry::{Deployment, Endpoint};
 use crate::error::ApiError;
-use crate::proxy::exchange::Exchange;
-use crate::proxy::route::RoutedBody;
 use crate::relay::lifetime::EngineBody;
 use crate::relay::ResBody;
+use crate::stage::exchange::Exchange;
+use crate::stage::route::RoutedBody;
 use crate::upstream::client::Upstream;
 
 pub use request::adapt_request;

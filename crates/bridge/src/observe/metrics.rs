@@ -14,9 +14,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::stats::{Histogram, Stats, FAILURE_REASONS, ROUTES, STATUS_CLASSES};
 use crate::config::registry::Registry;
 use crate::config::state::ReplicaState;
+use crate::config::stats::{Histogram, Stats, FAILURE_REASONS, ROUTES, STATUS_CLASSES};
 
 /// `Content-Type` of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

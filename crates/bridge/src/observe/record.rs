@@ -14,7 +14,8 @@ use std::time::Instant;
 use http::HeaderValue;
 
 use crate::config::registry::{Deployment, Registry};
-use crate::observe::stats::{Stats, UpstreamFailure};
+use crate::config::stats::Stats;
+use crate::error::UpstreamFailure;
 
 /// Status logged and counted for a request whose client left before any answer (nginx's 499).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -25,7 +26,7 @@ pub struct Record {
     registry: Arc<Registry>,
     request_id: HeaderValue,
     start: Instant,
-    /// Index into [`crate::observe::stats::ROUTES`].
+    /// Index into [`crate::config::stats::ROUTES`].
     route: usize,
     /// Index into the registry's key labels (0: no key).
     key: usize,
@@ -172,7 +173,7 @@ impl Drop for Record {
         tracing::info!(
             target: "bridge::request",
             request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
-            route = crate::observe::stats::ROUTES[self.route],
+            route = crate::config::stats::ROUTES[self.route],
             key = self.registry.key_labels.get(self.key).map_or("-", String::as_str),
             model = deployment.map_or("-", |d| d.model_id.as_str()),
             deployment = deployment.map_or("-", |d| d.id.as_str()),

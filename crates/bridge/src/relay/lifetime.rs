@@ -18,8 +18,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::BoxError;
 use crate::config::state::InFlight;
+use crate::error::UpstreamFailure;
 use crate::observe::record::Record;
-use crate::observe::stats::UpstreamFailure;
 use crate::observe::usage::{JsonUsage, Tail};
 use crate::upstream::client::Cut;
 use crate::upstream::pool::PooledBody;

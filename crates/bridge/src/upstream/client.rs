@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 use super::pool::{Pool, PooledBody, SendError};
 use crate::body::ReqBody;
 use crate::error::ApiError;
+use crate::error::UpstreamFailure;
 use crate::headers::REQUEST_ID;
-use crate::observe::stats::UpstreamFailure;
 
 /// Request headers that must not be forwarded: connection-scoped (hop-by-hop), recomputed by
 /// Bridge, or the client's credentials.

@@ -5,7 +5,7 @@
 //! SGLang and llama.cpp answer 200 while the engine is alive). Consecutive results flip the
 //! replica's verdict (see [`ReplicaState::record_check`](crate::config::state::ReplicaState::record_check));
 //! an unhealthy replica gets no work, and a passing check re-admits an ejected one and wakes
-//! requests parked in [`crate::proxy::pick::park`].
+//! requests parked in [`crate::stage::pick::park`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

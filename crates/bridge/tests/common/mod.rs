@@ -202,11 +202,15 @@ impl Capture {
         .await
     }
 
+    /// The last request seen, not counting Bridge's active health checks (which run on
+    /// Bridge's own thread and may land at any time).
     pub fn last(&self) -> Captured {
         self.seen
             .lock()
             .unwrap()
-            .last()
+            .iter()
+            .rev()
+            .find(|c| c.path != "/health")
             .cloned()
             .expect("the engine saw no request")
     }

@@ -2,10 +2,12 @@
 //!
 //! Values live next to what they describe ([`Stats`] on each deployment, replica state on each
 //! replica), so recording costs a few relaxed atomic adds: no lock, no label hashing, no
-//! allocation per request or per event. [`super::metrics`] reads them at scrape time.
+//! allocation per request or per event. [`crate::observe::metrics`] reads them at scrape time.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::error::UpstreamFailure;
 
 /// `route` label values, indexed by [`crate::config::registry::Endpoint`] (the forwarded routes).
 pub const ROUTES: [&str; 3] = ["chat/completions", "completions", "embeddings"];
@@ -21,19 +23,6 @@ const LATENCY_BUCKETS: [f64; 17] = [
 const EVENT_GAP_BUCKETS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-
-/// Why an engine request failed, for `bridge_upstream_errors_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamFailure {
-    /// No connection could be opened.
-    Connect,
-    /// The connection failed or broke off (before or during the answer).
-    Reset,
-    /// No answer, or silence, within the deployment's limits.
-    Timeout,
-    /// The engine answered 5xx.
-    ServerError,
-}
 
 pub(crate) const FAILURE_REASONS: [&str; 4] = ["connect", "reset", "timeout", "5xx"];
 

@@ -17,7 +17,7 @@ use crate::body::ReqBody;
 use crate::config::registry::{Deployment, Endpoint};
 use crate::config::state::{InFlight, Overloaded};
 use crate::error::ApiError;
-use crate::observe::stats::UpstreamFailure;
+use crate::error::UpstreamFailure;
 use crate::relay::lifetime::EngineBody;
 use crate::upstream::client::{build_request, Upstream};
 
