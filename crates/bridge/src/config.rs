@@ -1,7 +1,7 @@
 //! Configuration: the operator's file, its validated runtime form, and how it changes while
 //! Bridge serves.
 //!
-//! - [`file`]: the TOML as written (serde, unknown keys refused) and every default.
+//! - [`file`](mod@file): the TOML as written (serde, unknown keys refused) and every default.
 //! - [`validate`]: the file into a [`registry::Registry`], with errors naming the field.
 //! - [`registry`]: the routing table requests are served against.
 //! - [`keys`]: client keys, kept as digests. [`state`]: replica load, health and limits.

@@ -3,8 +3,10 @@
 //! Every stage returns an [`ApiError`]; [`ApiError::into_response`] writes it in the OpenAI error
 //! envelope `{"error": {"message", "type", "param", "code"}}` with `code` a string or null, which
 //! is what every official SDK parses (vLLM's integer `code` breaks strict clients, so errors
-//! relayed from engines are normalised here too). [`ApiError::sse_event`] writes the same envelope
-//! as an in-band stream event for failures after a 200 was sent.
+//! relayed from engines are normalised to it: [`ApiError::from_engine`], in
+//! [`crate::relay::head`]). [`ApiError::sse_event`] writes the same envelope as an in-band stream
+//! event for failures after a 200 was sent. Each failure has a named constructor with its
+//! `code`, the low-cardinality [`ApiError::label`] that logs use.
 
 use std::borrow::Cow;
 
@@ -370,61 +372,6 @@ impl ApiError {
             );
         }
         response
-    }
-
-    /// Normalises an error body from an engine into the envelope, keeping its message.
-    /// Understands the OpenAI shape (with integer or string `code`), vLLM's older flat shape
-    /// `{"object": "error", "message": ...}`, `{"error": "text"}`, `{"detail": ...}` (FastAPI),
-    /// and plain text.
-    pub fn from_engine(status: StatusCode, body: &[u8]) -> Self {
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-        let fallback_kind = if status.is_server_error() {
-            "server_error"
-        } else {
-            "invalid_request_error"
-        };
-        let mut error = Self::new(status, fallback_kind, "");
-        error.should_retry = None;
-        let object = match &parsed {
-            Some(serde_json::Value::Object(map)) => match map.get("error") {
-                Some(serde_json::Value::Object(inner)) => Some(inner),
-                Some(serde_json::Value::String(text)) => {
-                    error.message = Cow::Owned(text.clone());
-                    None
-                }
-                _ => Some(map),
-            },
-            _ => None,
-        };
-        if let Some(obj) = object {
-            error.message = match obj.get("message").or_else(|| obj.get("detail")) {
-                Some(serde_json::Value::String(s)) => Cow::Owned(s.clone()),
-                Some(other) => Cow::Owned(other.to_string()),
-                None => Cow::Borrowed(""),
-            };
-            if let Some(serde_json::Value::String(kind)) = obj.get("type") {
-                error.kind = Cow::Owned(kind.clone());
-            }
-            error.param = scalar_string(obj.get("param")).map(Cow::Owned);
-            error.code = scalar_string(obj.get("code")).map(Cow::Owned);
-        } else if parsed.is_none() {
-            let text = String::from_utf8_lossy(body);
-            error.message = Cow::Owned(text.trim().chars().take(4096).collect());
-        }
-        if error.message.is_empty() {
-            error.message = Cow::Owned(format!("the engine answered {status} with no message"));
-        }
-        error
-    }
-}
-
-/// A JSON scalar as a string (integers become their decimal form), null and containers as None.
-fn scalar_string(value: Option<&serde_json::Value>) -> Option<String> {
-    match value? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 

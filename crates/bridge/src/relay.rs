@@ -2,7 +2,7 @@
 //!
 //! [`ResBody`] is every body Bridge sends: one it made itself, an engine's body passed through
 //! untouched, or an engine's stream relayed event by event through a dialect's or an engine
-//! kind's [`StreamAdapter`](stream::StreamAdapter). Adding a dialect adds an adapter, not a
+//! kind's [`StreamAdapter`]. Adding a dialect adds an adapter, not a
 //! variant here.
 //!
 //! - [`lifetime`]: the engine's body carrying the request's lifetime (in-flight count, slot,

@@ -129,7 +129,7 @@ pub async fn serve<F, Fut, B>(
 }
 
 /// [`serve`] with `settings`. When the drain timeout passes with answers still open, `cut` is
-/// called (it tells them to end, each in its own dialect) and they get [`CUT_GRACE`] to do so.
+/// called (it tells them to end, each in its own dialect) and they get `CUT_GRACE` (1 s) to do so.
 pub async fn serve_with<F, Fut, B>(
     connections: impl Into<Connections>,
     shutdown: impl Future<Output = ()>,

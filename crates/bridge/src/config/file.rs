@@ -179,7 +179,7 @@ pub enum Api {
     #[default]
     Openai,
     /// A plain predict endpoint (JSON in, text or a raw text stream out), reached through the
-    /// adapter in [`crate::predict`]; each replica is the full predict URL.
+    /// adapter in [`crate::engine::predict`]; each replica is the full predict URL.
     Predict,
 }
 

@@ -45,7 +45,7 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record of a request that just arrived on `route` (an index into [`ROUTES`]).
+    /// A record of a request that just arrived on `route` (an index into [`ROUTES`](crate::config::stats::ROUTES)).
     pub fn new(registry: Arc<Registry>, request_id: HeaderValue, route: usize) -> Self {
         Record {
             registry,

@@ -24,7 +24,7 @@ impl Tail {
         self.prev = self.last.replace(frame.clone());
     }
 
-    /// The usage `read` finds in the last [`TAIL_BYTES`] of the body.
+    /// The usage `read` finds in the last `TAIL_BYTES` (2 KiB) of the body.
     pub fn usage(&self, read: JsonUsage) -> Option<(u64, u64)> {
         let last = self.last.as_deref().unwrap_or_default();
         match &self.prev {

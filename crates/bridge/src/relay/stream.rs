@@ -20,7 +20,7 @@ use crate::body::BoxError;
 use crate::error::ApiError;
 
 /// How a relayed stream turns the engine's bytes into the client's events: the OpenAI relay
-/// ([`SseScanner`]) passes events through, the predict adapter writes new ones.
+/// ([`SseScanner`](crate::dialect::openai::stream::SseScanner)) passes events through, the predict adapter writes new ones.
 pub trait StreamAdapter: Send + Unpin {
     /// One chunk of the engine's body; what the client should get goes to `out`. An error ends
     /// the stream with it, in band.

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::stream::{ChunkWriter, PredictEvents};
+use super::stream::{tokens, zero_usage, ChunkWriter, PredictEvents};
 use super::{Context, Kind};
 use crate::config::predict::PredictSettings;
 use crate::error::ApiError;
@@ -28,20 +28,6 @@ use crate::relay::ResBody;
 
 /// Largest non-streaming answer read from a model (far beyond any sane completion).
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
-
-/// Usage when the model reports none: Bridge has no tokenizer for predict models, and zeros
-/// say "not counted" where an estimate would pass for a measurement.
-pub fn zero_usage() -> Value {
-    json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
-}
-
-/// Prompt and completion tokens of a usage object.
-pub fn tokens(usage: &Value) -> Option<(u64, u64)> {
-    let count = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
-    usage
-        .is_object()
-        .then(|| (count("prompt_tokens"), count("completion_tokens")))
-}
 
 /// Builds the client's response from the model's.
 /// `heartbeat`: `: ping` comments on streams after this much silence from the model.

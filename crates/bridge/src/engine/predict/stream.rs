@@ -10,9 +10,8 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::response::zero_usage;
 use super::{Context, Kind};
 use crate::error::ApiError;
 use crate::relay::stream::StreamAdapter;
@@ -104,6 +103,20 @@ impl ChunkWriter {
 
 fn json_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Usage when the model reports none: Bridge has no tokenizer for predict models, and zeros
+/// say "not counted" where an estimate would pass for a measurement.
+pub fn zero_usage() -> Value {
+    json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+}
+
+/// Prompt and completion tokens of a usage object.
+pub fn tokens(usage: &Value) -> Option<(u64, u64)> {
+    let count = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
+    usage
+        .is_object()
+        .then(|| (count("prompt_tokens"), count("completion_tokens")))
 }
 
 /// Decodes UTF-8 across chunk boundaries: an incomplete character at the end of a chunk waits
@@ -245,7 +258,7 @@ impl StreamAdapter for PredictEvents {
     }
 
     fn take_usage(&mut self) -> Option<(u64, u64)> {
-        self.usage.as_ref().and_then(super::response::tokens)
+        self.usage.as_ref().and_then(tokens)
     }
 
     fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
