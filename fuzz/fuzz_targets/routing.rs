@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let Ok(routed) = route(data) else { return };
+    let Ok(routed) = route(data, &http::HeaderMap::new()) else { return };
     assert!(scanned.is_ok(), "route accepted a body scan_object refuses");
     let body = Bytes::from(data.to_vec());
     let plain = routed.upstream_body(&body, None, false).to_bytes();

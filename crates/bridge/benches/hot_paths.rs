@@ -25,7 +25,7 @@ fn routing(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(bytes.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &bytes, |b, bytes| {
             b.iter(|| {
-                let routed = route(black_box(bytes)).unwrap();
+                let routed = route(black_box(bytes), &http::HeaderMap::new()).unwrap();
                 black_box(routed.upstream_body(bytes, None, false))
             })
         });

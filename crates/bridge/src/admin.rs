@@ -64,7 +64,7 @@ async fn handle(
         // scrape config).
         let registry = live.load();
         let allowed = match &registry.admin {
-            Some(admin) => authenticate(&admin.keys, request.headers()).map(|_| ()),
+            Some(admin) => authenticate(&admin.keys, request.headers(), false).map(|_| ()),
             None => Err(ApiError::unknown_route("the admin API is off")),
         };
         let mut response = match allowed {
@@ -99,7 +99,7 @@ async fn dispatch(
         return Err(ApiError::unknown_route("the admin API is off"));
     };
     // Client keys are not admin keys: only [[admin.keys]] open this API.
-    authenticate(&admin.keys, request.headers())?;
+    authenticate(&admin.keys, request.headers(), false)?;
     let method = request.method().clone();
     let path = request.uri().path().trim_end_matches('/').to_string();
     let drain = request

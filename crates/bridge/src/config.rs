@@ -3,11 +3,12 @@
 //!
 //! - [`file`](mod@file): the TOML as written (serde, unknown keys refused) and every default.
 //! - [`validate`]: the file into a [`registry::Registry`], with errors naming the field.
-//! - [`registry`]: the routing table requests are served against.
+//! - [`registry`]: the routing table requests are served against; [`endpoint`]: the routes.
 //! - [`keys`]: client keys, kept as digests. [`state`]: replica load, health and limits.
 //! - [`stats`]: what each deployment served, in atomics (read by `/metrics`).
 //! - [`live`]: the table in force, swapped atomically on reload.
 
+pub mod endpoint;
 pub mod file;
 pub mod keys;
 pub mod live;

@@ -92,14 +92,15 @@ fn route_for(path: &str) -> Option<Route<'_>> {
         .or_else(|| path.strip_prefix("/v1"))
     {
         let found = match rest {
-            "/chat/completions" => Some(Route::Forward(Endpoint::ChatCompletions, None)),
-            "/completions" => Some(Route::Forward(Endpoint::Completions, None)),
-            "/embeddings" => Some(Route::Forward(Endpoint::Embeddings, None)),
             "/models" => Some(Route::Models),
             _ => rest
                 .strip_prefix("/models/")
                 .filter(|id| !id.is_empty())
-                .map(Route::Model),
+                .map(Route::Model)
+                .or_else(|| {
+                    let endpoint = Endpoint::from_client_path(rest.strip_prefix('/')?)?;
+                    Some(Route::Forward(endpoint, None))
+                }),
         };
         if found.is_some() {
             return found;
@@ -278,7 +279,7 @@ fn visible<'r>(
     registry: &'r Registry,
     headers: &HeaderMap,
 ) -> Result<Vec<&'r Arc<Model>>, ApiError> {
-    let caller = authenticate(&registry.keys, headers)?;
+    let caller = authenticate(&registry.keys, headers, false)?;
     Ok(registry
         .models
         .values()

@@ -66,7 +66,8 @@ pub enum UpstreamFailure {
 /// How to tell a client to pass routing information; included in every routing 400.
 pub const ROUTING_HINT: &str = "pass extra_body={\"baseten\": {\"model_id\": \"<model id>\"}} \
 (optionally with \"deployment_id\"), or set model to \"baseten/<model id>\" or \
-\"baseten/<model id>/<deployment id>\"";
+\"baseten/<model id>/<deployment id>\", or send the headers x-baseten-model-id (and \
+x-baseten-deployment-id)";
 
 impl std::ops::Deref for ApiError {
     type Target = ErrorFields;
@@ -349,7 +350,14 @@ impl ApiError {
 
     /// The HTTP response for this error, in any body type that can hold bytes.
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
-        let mut response = Response::new(B::from(self.body()));
+        let body = self.body();
+        self.into_response_with(body)
+    }
+
+    /// The HTTP response for this error with `body`, another API's envelope for it: the
+    /// status and headers are the same whatever the dialect.
+    pub fn into_response_with<B: From<Bytes>>(self, body: Bytes) -> Response<B> {
+        let mut response = Response::new(B::from(body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(

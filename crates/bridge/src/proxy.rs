@@ -74,7 +74,8 @@ where
     // Borrows of the routing table (the caller, the deployment) and writes to the record are
     // of disjoint fields: no reference count is taken for either.
     let registry = &ex.registry;
-    let caller = auth::authenticate(&registry.keys, request.headers())?;
+    let dialect = dialect::of(ex.endpoint);
+    let caller = auth::authenticate(&registry.keys, request.headers(), dialect.takes_x_api_key())?;
     ex.record.set_key(caller.label());
     let (parts, body) = request.into_parts();
     read::check_content_type(&parts.headers)?;
@@ -85,7 +86,7 @@ where
         registry.body_read_timeout,
     )
     .await?;
-    let routed = dialect::of(ex.endpoint).route(&body, ex.path_model.as_deref())?;
+    let routed = dialect.route(&body, &parts.headers, ex.path_model.as_deref())?;
     let deployment = resolve::resolve(registry, caller, &routed.routing)?;
     ex.record.set_deployment(deployment.clone());
     ex.deployment = Some(deployment.clone());

@@ -6,6 +6,7 @@
 //! field) to make the engine misbehave on purpose — answer an error status, break a stream, send
 //! an in-band error, stall — so failure handling can be tested through the real SDK.
 
+mod apis;
 pub mod predict;
 mod responses;
 
@@ -106,6 +107,28 @@ async fn handle(
                 Err(r) => r,
             }
         }
+        (Method::GET, p) if p.contains("/responses/") => {
+            apis::retrieve(p.rsplit('/').next().unwrap_or_default())
+        }
+        (Method::POST, p) if other_api(p).is_some() => match read_json(req).await {
+            Ok((body, _)) => {
+                if let Some(ms) = body["simulate"]["delay_ms"].as_u64() {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                match other_api(p).unwrap_or_default() {
+                    "responses" => apis::responses(&config, &body).await,
+                    "messages" => apis::messages(&config, &body).await,
+                    "count_tokens" => apis::count_tokens(&body),
+                    "rerank" => apis::rerank(&config, &body),
+                    "score" => apis::score(&config, &body),
+                    "tokenize" => apis::tokenize(&body),
+                    "detokenize" => apis::detokenize(&body),
+                    "classify" => apis::pooling(&config, &body, true),
+                    _ => apis::pooling(&config, &body, false),
+                }
+            }
+            Err(r) => r,
+        },
         (Method::POST, p) if p.ends_with("/chat/completions") => {
             generate(&config, req, Kind::Chat).await
         }
@@ -122,6 +145,23 @@ async fn handle(
         ),
     };
     Ok(response)
+}
+
+/// Which of the simulator's other APIs a path is, if any (the root routes only at the root,
+/// as vLLM and llama-server serve them).
+fn other_api(path: &str) -> Option<&'static str> {
+    match path {
+        "/tokenize" => Some("tokenize"),
+        "/detokenize" => Some("detokenize"),
+        "/pooling" => Some("pooling"),
+        "/classify" => Some("classify"),
+        p if p.ends_with("/v1/responses") => Some("responses"),
+        p if p.ends_with("/v1/messages/count_tokens") => Some("count_tokens"),
+        p if p.ends_with("/v1/messages") => Some("messages"),
+        p if p.ends_with("/v1/rerank") => Some("rerank"),
+        p if p.ends_with("/v1/score") => Some("score"),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -210,6 +250,11 @@ async fn generate(config: &SimConfig, req: Request<Incoming>, kind: Kind) -> Res
         .map_or(config.gap, Duration::from_millis);
     let include_usage = body["stream_options"]["include_usage"] == true;
     let plan = stream_plan(&answer, kind, include_usage, sim);
+    stream_response(plan, gap)
+}
+
+/// A stream that sends `plan`, `gap` apart.
+fn stream_response(plan: Vec<Step>, gap: Duration) -> Response<SimBody> {
     let stream = futures_util::stream::unfold(
         (plan.into_iter(), true),
         move |(mut it, first)| async move {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 use tokio::sync::OnceCell;
 
+pub use super::endpoint::{Endpoint, Target};
 use super::file::{Api, DeploymentConfig};
 use super::keys::Keys;
 use super::state::{Limiter, ReplicaState, RetryBudget};
@@ -155,58 +156,13 @@ pub struct Wake {
     pub called: std::sync::atomic::AtomicBool,
 }
 
-/// The OpenAI routes Bridge forwards, and where each lands on an engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST chat/completions`.
-    ChatCompletions,
-    /// `POST completions`.
-    Completions,
-    /// `POST embeddings`.
-    Embeddings,
-    /// `GET models` (asked of a replica for its model name).
-    Models,
-    /// A predict deployment's replica URL itself.
-    Predict,
-}
-
-impl Endpoint {
-    /// Index of the `route` label in metrics (forwarded routes only).
-    pub fn metrics_index(self) -> usize {
-        match self {
-            Endpoint::ChatCompletions => 0,
-            Endpoint::Completions => 1,
-            _ => 2,
-        }
-    }
-
-    /// Every endpoint, in the order of their URIs in a [`Replica`].
-    pub const ALL: [Endpoint; 5] = [
-        Endpoint::ChatCompletions,
-        Endpoint::Completions,
-        Endpoint::Embeddings,
-        Endpoint::Models,
-        Endpoint::Predict,
-    ];
-
-    /// Path appended to a replica's base URL.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-            Endpoint::Models => "/models",
-            Endpoint::Predict => "",
-        }
-    }
-}
-
 /// One engine process serving a deployment.
 #[derive(Debug)]
 pub struct Replica {
     /// The base URL as configured (without a trailing slash), for logs and status.
     pub base: String,
-    uris: [Uri; 5],
+    /// Where each [`Endpoint`] lands on it, worked out once.
+    uris: Vec<Uri>,
     /// Load and health, shared by all workers, and kept across reloads while the replica stays
     /// in its deployment.
     pub state: Arc<ReplicaState>,
@@ -245,17 +201,21 @@ impl Replica {
         if parsed.query().is_some() {
             return Err(format!("replica URL '{base}' must not have a query string"));
         }
+        let root = format!(
+            "http://{}",
+            parsed.authority().map(|a| a.as_str()).unwrap_or_default()
+        );
         let mut uris = Vec::with_capacity(Endpoint::ALL.len());
         for endpoint in Endpoint::ALL {
-            let uri = format!("{base}{}", endpoint.suffix());
+            let uri = match endpoint.target() {
+                Target::Base(path) => format!("{base}{path}"),
+                Target::Root(path) => format!("{root}{path}"),
+            };
             uris.push(
                 uri.parse::<Uri>()
                     .map_err(|e| format!("replica URL '{base}': {e}"))?,
             );
         }
-        let uris: [Uri; 5] = uris
-            .try_into()
-            .map_err(|_| "internal: endpoint count".to_string())?;
         Ok(Replica {
             base,
             uris,

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use crate::error::UpstreamFailure;
 
-/// `route` label values, indexed by [`crate::config::registry::Endpoint`] (the forwarded routes).
-pub const ROUTES: [&str; 3] = ["chat/completions", "completions", "embeddings"];
+pub use super::endpoint::ROUTES;
 /// `status` label values: the class of the status sent to the client.
 pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Request durations and time to first token: milliseconds to the 10 minutes a generation may
@@ -76,7 +75,7 @@ pub struct Stats {
     /// Requests being answered now.
     pub in_flight: AtomicI64,
     /// Whole-request durations by route (streams: until their last byte).
-    pub(crate) duration: [Histogram; 3],
+    pub(crate) duration: [Histogram; ROUTES.len()],
     /// Request start to the first streamed event.
     pub time_to_first_token: Histogram,
     /// Gaps between streamed events after the first.
@@ -98,7 +97,7 @@ impl Stats {
             keys,
             requests: counters(ROUTES.len() * keys * STATUS_CLASSES.len()),
             in_flight: AtomicI64::new(0),
-            duration: [0; 3].map(|_| Histogram::new(&LATENCY_BUCKETS)),
+            duration: [0; ROUTES.len()].map(|_| Histogram::new(&LATENCY_BUCKETS)),
             time_to_first_token: Histogram::new(&LATENCY_BUCKETS),
             inter_token: Histogram::new(&EVENT_GAP_BUCKETS),
             prompt_tokens: counters(keys),

@@ -13,7 +13,6 @@ pub mod stream;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
 
 use super::Dialect;
 use crate::error::ApiError;
@@ -21,7 +20,6 @@ use crate::observe::usage::{usage_in_json_tail, JsonUsage};
 use crate::relay::lifetime::EngineBody;
 use crate::relay::stream::StreamRelay;
 use crate::relay::ResBody;
-use crate::stage::route::{route, route_by_path, RoutedBody};
 use stream::SseScanner;
 
 /// OpenAI's API.
@@ -29,11 +27,8 @@ use stream::SseScanner;
 pub struct OpenAi;
 
 impl Dialect for OpenAi {
-    fn route(&self, body: &[u8], path_model: Option<&str>) -> Result<RoutedBody, ApiError> {
-        match path_model {
-            Some(model_id) => route_by_path(body, model_id),
-            None => route(body),
-        }
+    fn injects_usage(&self) -> bool {
+        true
     }
 
     fn relay_stream(
@@ -52,10 +47,6 @@ impl Dialect for OpenAi {
 
     fn json_usage(&self) -> JsonUsage {
         usage_in_json_tail
-    }
-
-    fn error_response(&self, error: ApiError) -> Response<ResBody> {
-        error.into_response()
     }
 
     fn stream_error(&self, error: &ApiError) -> Bytes {

@@ -52,7 +52,9 @@ impl Engine for OpenAiEngine {
             true => Some(served_model(upstream, deployment).await?),
             false => None,
         };
-        let inject = deployment.inject_usage && routed.wants_usage_injected();
+        let inject = deployment.inject_usage
+            && dialect::of(ex.endpoint).injects_usage()
+            && routed.wants_usage_injected();
         Ok(Outgoing {
             body: routed.upstream_body(body, new_model.as_deref(), inject),
             endpoint: ex.endpoint,

@@ -97,7 +97,7 @@ fn unsupported(endpoint: Endpoint, deployment: &Deployment) -> ApiError {
         "model '{}' is served through Bridge's predict adapter, which supports chat completions \
          and completions, not {}",
         deployment.model_id,
-        endpoint.suffix().trim_start_matches('/')
+        endpoint.client_path()
     ))
     .with_code("unsupported_endpoint")
 }

@@ -44,6 +44,16 @@ impl Tail {
 /// The last `"usage": {...}` object in the tail of a JSON document, as prompt and completion
 /// tokens. A `"usage"` inside a string is escaped (`\"usage\"`), so it is skipped.
 pub fn usage_in_json_tail(tail: &[u8]) -> Option<(u64, u64)> {
+    usage_in_tail(tail, usage_object)
+}
+
+/// [`usage_in_json_tail`] for the APIs that count `input_tokens` and `output_tokens` (the
+/// Responses API, Anthropic's Messages API).
+pub fn io_usage_in_json_tail(tail: &[u8]) -> Option<(u64, u64)> {
+    usage_in_tail(tail, io_usage_object)
+}
+
+fn usage_in_tail(tail: &[u8], read: fn(&[u8]) -> Option<(u64, u64)>) -> Option<(u64, u64)> {
     // Forward search (SIMD) for every occurrence; the last usable one wins.
     let mut found = None;
     for at in finder(&USAGE_KEY, b"\"usage\"").find_iter(tail) {
@@ -54,7 +64,7 @@ pub fn usage_in_json_tail(tail: &[u8]) -> Option<(u64, u64)> {
         let Some(rest) = rest.strip_prefix(b":") else {
             continue;
         };
-        if let Some(usage) = usage_object(rest.trim_ascii_start()) {
+        if let Some(usage) = read(rest.trim_ascii_start()) {
             found = Some(usage);
         }
     }
@@ -65,6 +75,9 @@ static USAGE_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sy
 static PROMPT_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
     std::sync::OnceLock::new();
 static COMPLETION_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+    std::sync::OnceLock::new();
+static INPUT_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+static OUTPUT_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
     std::sync::OnceLock::new();
 
 /// A substring searcher built once: building one costs more than a search of a few hundred
@@ -80,6 +93,28 @@ fn finder(
 /// is 0: embeddings have no completion). Read by hand: it runs for every answer, and a full
 /// JSON parse of it cost more than the rest of the record stage.
 pub fn usage_object(text: &[u8]) -> Option<(u64, u64)> {
+    counts(
+        text,
+        finder(&PROMPT_KEY, b"\"prompt_tokens\""),
+        finder(&COMPLETION_KEY, b"\"completion_tokens\""),
+    )
+}
+
+/// [`usage_object`] with `input_tokens` and `output_tokens`.
+pub fn io_usage_object(text: &[u8]) -> Option<(u64, u64)> {
+    counts(
+        text,
+        finder(&INPUT_KEY, b"\"input_tokens\""),
+        finder(&OUTPUT_KEY, b"\"output_tokens\""),
+    )
+}
+
+/// The two counts named by `prompt` and `completion` in the object at the start of `text`.
+fn counts(
+    text: &[u8],
+    prompt: &memchr::memmem::Finder<'static>,
+    completion: &memchr::memmem::Finder<'static>,
+) -> Option<(u64, u64)> {
     if !text.starts_with(b"{") {
         return None;
     }
@@ -103,8 +138,8 @@ pub fn usage_object(text: &[u8]) -> Option<(u64, u64)> {
         let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
         std::str::from_utf8(&value[..digits]).ok()?.parse().ok()
     };
-    let prompt = count(finder(&PROMPT_KEY, b"\"prompt_tokens\""));
-    let completion = count(finder(&COMPLETION_KEY, b"\"completion_tokens\""));
+    let prompt = count(prompt);
+    let completion = count(completion);
     (prompt.is_some() || completion.is_some())
         .then(|| (prompt.unwrap_or(0), completion.unwrap_or(0)))
 }

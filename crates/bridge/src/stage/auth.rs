@@ -9,10 +9,24 @@ use http::{header, HeaderMap};
 use crate::config::keys::{Caller, Keys};
 use crate::error::ApiError;
 
-/// Checks the `Authorization` header against `keys`.
-pub fn authenticate<'k>(keys: &'k Keys, headers: &HeaderMap) -> Result<Caller<'k>, ApiError> {
+/// Checks the `Authorization` header against `keys`, or, when `x_api_key` (Anthropic's SDKs send
+/// their key so), the `x-api-key` header.
+pub fn authenticate<'k>(
+    keys: &'k Keys,
+    headers: &HeaderMap,
+    x_api_key: bool,
+) -> Result<Caller<'k>, ApiError> {
     if keys.is_empty() {
         return Ok(Caller::Anonymous);
+    }
+    if let Some(key) = headers.get("x-api-key").filter(|_| x_api_key) {
+        if !headers.contains_key(header::AUTHORIZATION) {
+            let key = key.to_str().map(str::trim).unwrap_or_default();
+            return keys
+                .find(key)
+                .map(Caller::Key)
+                .ok_or_else(|| ApiError::unauthorized("invalid API key"));
+        }
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::unauthorized(
@@ -56,10 +70,10 @@ mod tests {
             ApiKey::new("a", "sk-a", Some(vec!["m1".into()])),
             ApiKey::new("b", "sk-b", None),
         ]);
-        let a = authenticate(&keys, &headers("Bearer sk-a")).unwrap();
+        let a = authenticate(&keys, &headers("Bearer sk-a"), false).unwrap();
         assert_eq!(a.name(), "a");
         assert!(a.allows("m1") && !a.allows("m2"));
-        let b = authenticate(&keys, &headers("Api-Key sk-b")).unwrap();
+        let b = authenticate(&keys, &headers("Api-Key sk-b"), false).unwrap();
         assert!(b.name() == "b" && b.allows("anything"));
         for bad in [
             "Bearer sk-c",
@@ -68,12 +82,14 @@ mod tests {
             "sk-a",
             "Bearer sk-a2",
         ] {
-            let err = authenticate(&keys, &headers(bad)).unwrap_err();
+            let err = authenticate(&keys, &headers(bad), false).unwrap_err();
             assert_eq!(err.status, 401, "{bad}");
             assert!(!err.message.contains("sk-"), "key echoed: {}", err.message);
         }
         assert_eq!(
-            authenticate(&keys, &HeaderMap::new()).unwrap_err().status,
+            authenticate(&keys, &HeaderMap::new(), false)
+                .unwrap_err()
+                .status,
             401
         );
     }
@@ -81,7 +97,7 @@ mod tests {
     #[test]
     fn no_keys_means_anonymous() {
         let keys = Keys::default();
-        let caller = authenticate(&keys, &HeaderMap::new()).unwrap();
+        let caller = authenticate(&keys, &HeaderMap::new(), false).unwrap();
         assert!(matches!(caller, Caller::Anonymous));
     }
 }

@@ -7,6 +7,7 @@
 //! second form), assembled from slices of the original buffer without copying.
 
 use bytes::Bytes;
+use http::HeaderMap;
 use serde_json::Value;
 
 use crate::body::ReqBody;
@@ -53,7 +54,7 @@ impl From<JsonError> for ApiError {
 }
 
 /// Scans `body` and extracts the routing. Every client mistake is a 400 naming the field.
-pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
+pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
     let mut baseten = None;
     let mut model = None;
     let (mut stream, mut stream_options) = (false, false);
@@ -86,6 +87,7 @@ pub fn route(body: &[u8]) -> Result<RoutedBody, ApiError> {
         None => model
             .as_ref()
             .and_then(|m| from_model_name(&body[m.value.clone()]))
+            .or_else(|| from_headers(headers))
             .transpose()?
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
@@ -231,6 +233,40 @@ fn from_baseten(raw: &[u8]) -> Result<Routing, ApiError> {
         deployment_id,
         from_model_name: false,
     })
+}
+
+/// Header names that route a request whose body cannot carry `baseten` (or that has no body).
+pub const MODEL_ID_HEADER: &str = "x-baseten-model-id";
+/// See [`MODEL_ID_HEADER`].
+pub const DEPLOYMENT_ID_HEADER: &str = "x-baseten-deployment-id";
+
+/// `Some` when the request names its model in the [`MODEL_ID_HEADER`] header.
+pub fn from_headers(headers: &HeaderMap) -> Option<Result<Routing, ApiError>> {
+    let model = headers.get(MODEL_ID_HEADER)?;
+    let text = |value: &http::HeaderValue, param: &'static str| {
+        value
+            .to_str()
+            .map(str::to_string)
+            .map_err(|_| wrong(param, format!("the {param} header is not visible ASCII")))
+    };
+    let routed = (|| {
+        let model_id = text(model, MODEL_ID_HEADER)?;
+        check_id(MODEL_ID_HEADER, &model_id)?;
+        let deployment_id = match headers.get(DEPLOYMENT_ID_HEADER) {
+            Some(value) => {
+                let id = text(value, DEPLOYMENT_ID_HEADER)?;
+                check_id(DEPLOYMENT_ID_HEADER, &id)?;
+                Some(id)
+            }
+            None => None,
+        };
+        Ok(Routing {
+            model_id,
+            deployment_id,
+            from_model_name: false,
+        })
+    })();
+    Some(routed)
 }
 
 /// `Some` when `model` is a string starting with `baseten/`.

@@ -4,7 +4,7 @@ use serde_json::{json, Map};
 
 fn forwarded(body: &str, new_model: Option<&str>) -> (Routing, Value) {
     let bytes = Bytes::copy_from_slice(body.as_bytes());
-    let routed = route(&bytes).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+    let routed = route(&bytes, &http::HeaderMap::new()).unwrap_or_else(|e| panic!("{body}: {e:?}"));
     let out = routed.upstream_body(&bytes, new_model, false).to_bytes();
     let value = serde_json::from_slice(&out)
         .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&out)));
@@ -12,7 +12,7 @@ fn forwarded(body: &str, new_model: Option<&str>) -> (Routing, Value) {
 }
 
 fn err(body: &str) -> ApiError {
-    route(body.as_bytes())
+    route(body.as_bytes(), &http::HeaderMap::new())
         .err()
         .unwrap_or_else(|| panic!("accepted {body}"))
 }
@@ -21,7 +21,7 @@ fn err(body: &str) -> ApiError {
 fn baseten_is_removed_and_everything_else_kept_byte_for_byte() {
     let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"baseten":{"model_id":"llama","deployment_id":"v2"},"top_k":5,"x":1.50}"#;
     let bytes = Bytes::copy_from_slice(body.as_bytes());
-    let routed = route(&bytes).unwrap();
+    let routed = route(&bytes, &http::HeaderMap::new()).unwrap();
     assert_eq!(
         routed.routing,
         Routing {

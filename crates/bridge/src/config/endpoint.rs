@@ -1,0 +1,201 @@
+//! The routes Bridge forwards: for each, where a client sends it, where it lands on an engine,
+//! which API it speaks, and its `route` label in metrics.
+//!
+//! Every forwarded route answers under `/v1/direct/` and under `/v1/`. An engine gets the path
+//! of the table, and nothing else: a client path that is not in the table is a 404 that never
+//! reaches an engine, so an engine's admin routes on the same port (llama-server's `/slots`,
+//! vLLM's `/sleep`, …) stay out of reach, and no `..` or encoded slash can lead anywhere.
+
+/// A route Bridge forwards (and the two it uses itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST chat/completions`.
+    ChatCompletions,
+    /// `POST completions`.
+    Completions,
+    /// `POST embeddings`.
+    Embeddings,
+    /// `POST responses`: OpenAI's Responses API.
+    Responses,
+    /// `POST messages`: Anthropic's Messages API.
+    Messages,
+    /// `POST messages/count_tokens`.
+    CountTokens,
+    /// `POST rerank`.
+    Rerank,
+    /// `POST score`.
+    Score,
+    /// `POST tokenize`, at the engine's server root.
+    Tokenize,
+    /// `POST detokenize`, at the engine's server root.
+    Detokenize,
+    /// `POST pooling`, at the engine's server root.
+    Pooling,
+    /// `POST classify`, at the engine's server root.
+    Classify,
+    /// `GET models` (asked of a replica for its model name; not forwarded).
+    Models,
+    /// A predict deployment's replica URL itself.
+    Predict,
+}
+
+/// Which API a route speaks: its routing fields, stream grammar, errors and usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    /// OpenAI's chat completions, completions, embeddings, and the engines' JSON routes.
+    OpenAi,
+    /// OpenAI's Responses API: typed stream events, no `[DONE]`.
+    Responses,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// Where a route lands on a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// This path after the replica's base URL (`http://host:8000/v1` + `/chat/completions`).
+    Base(&'static str),
+    /// This path at the replica's server root (`http://host:8000` + `/tokenize`), where vLLM
+    /// and llama-server serve it.
+    Root(&'static str),
+}
+
+impl Endpoint {
+    /// Every route clients can call, in the order of their metrics labels.
+    pub const FORWARDED: [Endpoint; 12] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::Rerank,
+        Endpoint::Score,
+        Endpoint::Tokenize,
+        Endpoint::Detokenize,
+        Endpoint::Pooling,
+        Endpoint::Classify,
+    ];
+
+    /// Every endpoint, in the order of their URIs in a replica.
+    pub const ALL: [Endpoint; 14] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::Rerank,
+        Endpoint::Score,
+        Endpoint::Tokenize,
+        Endpoint::Detokenize,
+        Endpoint::Pooling,
+        Endpoint::Classify,
+        Endpoint::Models,
+        Endpoint::Predict,
+    ];
+
+    /// The client's path after `/v1/direct` or `/v1`, which is also the `route` label.
+    pub fn client_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat/completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages/count_tokens",
+            Endpoint::Rerank => "rerank",
+            Endpoint::Score => "score",
+            Endpoint::Tokenize => "tokenize",
+            Endpoint::Detokenize => "detokenize",
+            Endpoint::Pooling => "pooling",
+            Endpoint::Classify => "classify",
+            Endpoint::Models => "models",
+            Endpoint::Predict => "",
+        }
+    }
+
+    /// The forwarded route for a client path (after `/v1/direct/` or `/v1/`), if it is one.
+    pub fn from_client_path(path: &str) -> Option<Endpoint> {
+        Self::FORWARDED
+            .into_iter()
+            .find(|e| e.client_path() == path)
+    }
+
+    /// Where it lands on a replica.
+    pub fn target(self) -> Target {
+        match self {
+            Endpoint::Tokenize => Target::Root("/tokenize"),
+            Endpoint::Detokenize => Target::Root("/detokenize"),
+            Endpoint::Pooling => Target::Root("/pooling"),
+            Endpoint::Classify => Target::Root("/classify"),
+            Endpoint::Predict => Target::Base(""),
+            Endpoint::ChatCompletions => Target::Base("/chat/completions"),
+            Endpoint::Completions => Target::Base("/completions"),
+            Endpoint::Embeddings => Target::Base("/embeddings"),
+            Endpoint::Responses => Target::Base("/responses"),
+            Endpoint::Messages => Target::Base("/messages"),
+            Endpoint::CountTokens => Target::Base("/messages/count_tokens"),
+            Endpoint::Rerank => Target::Base("/rerank"),
+            Endpoint::Score => Target::Base("/score"),
+            Endpoint::Models => Target::Base("/models"),
+        }
+    }
+
+    /// The API it speaks.
+    pub fn speaks(self) -> Speaks {
+        match self {
+            Endpoint::Responses => Speaks::Responses,
+            Endpoint::Messages | Endpoint::CountTokens => Speaks::Anthropic,
+            _ => Speaks::OpenAi,
+        }
+    }
+
+    /// Index of its `route` label in metrics ([`ROUTES`]); 0 for the two Bridge uses itself.
+    pub fn metrics_index(self) -> usize {
+        Self::FORWARDED
+            .iter()
+            .position(|e| *e == self)
+            .unwrap_or_default()
+    }
+}
+
+/// `route` label values, in the order of [`Endpoint::FORWARDED`].
+pub const ROUTES: [&str; 12] = [
+    "chat/completions",
+    "completions",
+    "embeddings",
+    "responses",
+    "messages",
+    "messages/count_tokens",
+    "rerank",
+    "score",
+    "tokenize",
+    "detokenize",
+    "pooling",
+    "classify",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_paths_agree() {
+        for (i, endpoint) in Endpoint::FORWARDED.into_iter().enumerate() {
+            assert_eq!(ROUTES[i], endpoint.client_path());
+            assert_eq!(endpoint.metrics_index(), i);
+            assert_eq!(Endpoint::from_client_path(ROUTES[i]), Some(endpoint));
+        }
+        for path in [
+            "models",
+            "",
+            "../slots",
+            "slots",
+            "chat/completions/",
+            "sleep",
+        ] {
+            assert_eq!(Endpoint::from_client_path(path), None, "{path}");
+        }
+    }
+}

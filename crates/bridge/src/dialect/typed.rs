@@ -1,0 +1,183 @@
+//! Typed event streams, as the Responses API and Anthropic's Messages API write them:
+//! `event: <type>` and `data: {...}` pairs, ended by a terminal event of the API's own (no
+//! `[DONE]`).
+//!
+//! [`TypedEvents`] forwards each run of complete events as zero-copy slices of the chunk they
+//! came in, as the OpenAI scanner does, and shows each event's type to the API's [`Grammar`],
+//! which says whether it ends the stream and what it reports of usage. A stream that breaks,
+//! goes silent or ends without a terminal event gets the grammar's own in-band error instead of
+//! a clean-looking end.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::ApiError;
+use crate::relay::stream::StreamAdapter;
+use crate::sse::{event_end, MAX_EVENT_BYTES};
+
+/// What one typed event means for the stream.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// It ends the stream (a final event, or the engine's own error event).
+    pub terminal: bool,
+    /// It carries output (for time to first token and the gaps between tokens).
+    pub content: bool,
+    /// Token counts it reports; `None` for either keeps what is known.
+    pub prompt: Option<u64>,
+    /// See `prompt`.
+    pub completion: Option<u64>,
+}
+
+/// One API's event types.
+pub trait Grammar: Send + Unpin {
+    /// Looks at one whole event of type `kind` (`event` is its bytes, blank line included).
+    fn event(&mut self, kind: &[u8], event: &[u8]) -> Seen;
+
+    /// The in-band events that end a stream that failed with `error`.
+    fn error_events(&self, error: &ApiError) -> Bytes;
+}
+
+/// A typed event stream relayed for a [`Grammar`].
+#[derive(Debug, Default)]
+pub struct TypedEvents<G> {
+    grammar: G,
+    partial: BytesMut,
+    done: bool,
+    events: u64,
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    usage_changed: bool,
+}
+
+impl<G: Grammar> TypedEvents<G> {
+    /// A relay for `grammar`'s stream.
+    pub fn new(grammar: G) -> Self {
+        TypedEvents {
+            grammar,
+            partial: BytesMut::new(),
+            done: false,
+            events: 0,
+            prompt: None,
+            completion: None,
+            usage_changed: false,
+        }
+    }
+
+    fn note(&mut self, event: &[u8]) {
+        let seen = self.grammar.event(event_type(event), event);
+        self.done |= seen.terminal;
+        self.events += u64::from(seen.content);
+        if seen.prompt.is_some() || seen.completion.is_some() {
+            self.prompt = seen.prompt.or(self.prompt);
+            self.completion = seen.completion.or(self.completion);
+            self.usage_changed = true;
+        }
+    }
+
+    fn failure(&self, error: &ApiError) -> Bytes {
+        self.grammar.error_events(error)
+    }
+}
+
+/// The value of an event's `event:` field (empty when it has none).
+pub fn event_type(event: &[u8]) -> &[u8] {
+    event
+        .split(|&b| b == b'\n')
+        .find_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let rest = line.strip_prefix(b"event:")?;
+            Some(rest.strip_prefix(b" ").unwrap_or(rest))
+        })
+        .unwrap_or_default()
+}
+
+impl<G: Grammar> StreamAdapter for TypedEvents<G> {
+    fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
+        let buf = if self.partial.is_empty() {
+            chunk
+        } else {
+            self.partial.extend_from_slice(&chunk);
+            self.partial.split().freeze()
+        };
+        if simdutf8::basic::from_utf8(&buf).is_err() {
+            // A character cut at the end may still complete; anything else never will.
+            if let Err(e) = std::str::from_utf8(&buf) {
+                if e.error_len().is_some() {
+                    return Err(ApiError::upstream_invalid_utf8());
+                }
+            }
+        }
+        let mut pos = 0;
+        while let Some(end) = event_end(&buf, pos) {
+            self.note(&buf[pos..end]);
+            pos = end;
+        }
+        if pos > 0 {
+            out.push_back(buf.slice(..pos));
+        }
+        self.partial.extend_from_slice(&buf[pos..]);
+        if self.partial.len() > MAX_EVENT_BYTES {
+            return Err(ApiError::bad_gateway(format!(
+                "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
+            ))
+            .with_code("upstream_event_too_large"));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut VecDeque<Bytes>) {
+        // A last event without its blank line is relayed only when it is whole and ends the
+        // stream; a truncated one would fail the SDK's parse instead of raising its error.
+        let rest = self.partial.split();
+        if !rest.iter().all(u8::is_ascii_whitespace) && !self.done {
+            let mut event = rest;
+            event.extend_from_slice(b"\n\n");
+            let data = crate::sse::joined_data(&event);
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok()
+                && simdutf8::basic::from_utf8(&event).is_ok()
+            {
+                self.note(&event);
+                if self.done {
+                    out.push_back(event.freeze());
+                    return;
+                }
+            }
+        }
+        if !self.done {
+            let error = ApiError::bad_gateway(
+                "the engine ended the stream without its final event; the answer may be incomplete",
+            )
+            .with_code("upstream_stream_incomplete");
+            out.push_back(self.failure(&error));
+        }
+    }
+
+    fn fail(&mut self, error: ApiError, out: &mut VecDeque<Bytes>) {
+        if !self.done {
+            out.push_back(self.failure(&error));
+        }
+    }
+
+    fn take_events(&mut self) -> u64 {
+        std::mem::take(&mut self.events)
+    }
+
+    fn take_usage(&mut self) -> Option<(u64, u64)> {
+        std::mem::take(&mut self.usage_changed)
+            .then(|| (self.prompt.unwrap_or(0), self.completion.unwrap_or(0)))
+    }
+
+    fn is_complete(&self) -> bool {
+        self.done
+    }
+}
+
+/// The number after `"key":` in `event`, found without parsing it.
+pub fn number_after(event: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(event, key)?;
+    let rest = event[at + key.len()..].trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?.trim_ascii_start();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}

@@ -1,0 +1,323 @@
+//! Every route an engine serves, each in its own API's dialect: the Responses API, Anthropic's
+//! Messages API, rerank and score, tokenize and friends at the server root; header routing;
+//! and paths that must never reach an engine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const KEY: (&str, &str) = ("authorization", "Bearer sk-team");
+
+/// Model `m` on `base`, behind one client key.
+fn keyed(base: &str) -> String {
+    format!(
+        "[[auth.keys]]\nname = \"team\"\nkey = \"sk-team\"\n{}",
+        one_model(base)
+    )
+}
+
+fn routed(mut body: Value) -> Value {
+    body["baseten"] = json!({"model_id": "m"});
+    body
+}
+
+/// The `(event, data)` pairs of a typed event stream.
+fn typed_events(reply: &Reply) -> Vec<(String, Value)> {
+    reply
+        .text()
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let kind = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default()
+                .to_string();
+            let data = e
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("null");
+            (kind, serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_responses_api_whole_and_streamed_with_its_usage_counted() {
+    let engine = Sim::start().await;
+    let bridge = Bridge::start(&keyed(&engine.base())).await;
+    let url = bridge.url("/v1/direct/responses");
+    let whole = post_with(
+        &url,
+        routed(json!({"model": "x", "input": "two words"})),
+        &[KEY],
+    )
+    .await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert_eq!(whole.json()["object"], "response");
+    let input = whole.json()["usage"]["input_tokens"].as_u64().unwrap();
+
+    let stream = post_with(
+        &url,
+        routed(json!({"model": "x", "input": "two words", "stream": true})),
+        &[KEY],
+    )
+    .await;
+    let events = typed_events(&stream);
+    assert_eq!(events[0].0, "response.created");
+    assert_eq!(events.last().unwrap().0, "response.completed");
+    assert!(!stream.text().contains("[DONE]"), "no [DONE] in this API");
+
+    let metrics = get(&bridge.url("/metrics"), &[]).await.text();
+    let prompt = metric(
+        &metrics,
+        "bridge_prompt_tokens_total{model=\"m\",deployment=\"d1\",key=\"team\"}",
+    );
+    assert_eq!(prompt, Some(2.0 * input as f64), "{metrics}");
+    assert!(
+        metrics.contains("route=\"responses\""),
+        "the route label: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_responses_stream_ends_with_the_apis_error_event() {
+    let engine = Sim::start().await;
+    let bridge = Bridge::start(&one_model(&engine.base())).await;
+    let url = bridge.url("/v1/responses");
+    for simulate in [
+        json!({"fail_after": 3, "gap_ms": 20}),
+        json!({"no_done": true}),
+    ] {
+        let request =
+            routed(json!({"model": "x", "input": "hi", "stream": true, "simulate": simulate}));
+        let reply = post(&url, request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let events = typed_events(&reply);
+        let (kind, data) = events.last().unwrap();
+        assert_eq!(kind, "error", "{events:?}");
+        assert_eq!(data["type"], "error");
+        assert!(
+            data["code"].is_string() && data["message"].is_string(),
+            "{data}"
+        );
+        assert_eq!(data["param"], Value::Null);
+        let before = events[events.len() - 2].1["sequence_number"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(data["sequence_number"], before + 1, "{data}");
+    }
+}
+
+#[tokio::test]
+async fn responses_never_get_stream_options() {
+    let engine = Capture::json(
+        200,
+        json!({"object": "response", "usage": {"input_tokens": 1, "output_tokens": 2}}),
+    )
+    .await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    let request = routed(json!({"model": "x", "input": "hi", "stream": true}));
+    post(&bridge.url("/v1/responses"), request).await;
+    let sent = engine.last();
+    assert_eq!(sent.path, "/v1/responses");
+    assert!(
+        sent.json().get("stream_options").is_none(),
+        "{}",
+        sent.json()
+    );
+    assert!(sent.json().get("baseten").is_none());
+}
+
+/// A request body, its headers, and the status and Anthropic error type it must get.
+type ErrorCase<'a> = (Value, &'a [(&'a str, &'a str)], u16, &'a str);
+
+#[tokio::test]
+async fn anthropic_messages_speak_anthropic_from_auth_to_the_last_error() {
+    let engine = Sim::start().await;
+    let bridge = Bridge::start(&keyed(&engine.base())).await;
+    let url = bridge.url("/v1/messages");
+    let ask = |extra: Value| {
+        let mut body = routed(json!({"model": "x", "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hello there"}]}));
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        body
+    };
+    let anthropic = [
+        ("x-api-key", "sk-team"),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let whole = post_with(&url, ask(json!({})), &anthropic).await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert_eq!(whole.json()["type"], "message");
+
+    let stream = post_with(&url, ask(json!({"stream": true})), &anthropic).await;
+    let events = typed_events(&stream);
+    assert_eq!(events[0].0, "message_start");
+    assert_eq!(events.last().unwrap().0, "message_stop");
+
+    // Every error is Anthropic-shaped: Bridge's own and the engine's, before and in a stream.
+    let cases: [ErrorCase; 4] = [
+        (ask(json!({})), &[], 401, "authentication_error"),
+        (
+            ask(json!({"baseten": {"model_id": "nope"}})),
+            &anthropic,
+            404,
+            "not_found_error",
+        ),
+        (
+            ask(json!({"max_tokens": null})),
+            &anthropic,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            // The engine's own type, when it is one of the API's, is kept.
+            ask(json!({"simulate": {"status": 503}})),
+            &anthropic,
+            503,
+            "api_error",
+        ),
+    ];
+    for (body, headers, status, kind) in cases {
+        let reply = post_with(&url, body, headers).await;
+        assert_eq!(reply.status, status, "{}", reply.text());
+        let error = reply.json();
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["error"]["type"], kind, "{error}");
+        assert!(error["error"]["message"].is_string(), "{error}");
+    }
+    let broken = post_with(
+        &url,
+        ask(json!({"stream": true, "simulate": {"fail_after": 2, "gap_ms": 20}})),
+        &anthropic,
+    )
+    .await;
+    let (kind, data) = typed_events(&broken).pop().unwrap();
+    assert_eq!(kind, "error");
+    assert_eq!(data["error"]["type"], "api_error", "{data}");
+
+    let counted = post_with(
+        &bridge.url("/v1/messages/count_tokens"),
+        ask(json!({})),
+        &anthropic,
+    )
+    .await;
+    assert_eq!(counted.status, 200, "{}", counted.text());
+    assert!(counted.json()["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn json_routes_land_where_engines_serve_them() {
+    let engine = Capture::json(200, json!({"ok": true})).await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    for (route, engine_path) in [
+        ("rerank", "/v1/rerank"),
+        ("score", "/v1/score"),
+        ("tokenize", "/tokenize"),
+        ("detokenize", "/detokenize"),
+        ("pooling", "/pooling"),
+        ("classify", "/classify"),
+    ] {
+        let reply = post(
+            &bridge.url(&format!("/v1/direct/{route}")),
+            routed(json!({"model": "x"})),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{route}: {}", reply.text());
+        assert_eq!(engine.last().path, engine_path, "{route}");
+    }
+}
+
+#[tokio::test]
+async fn headers_route_bodies_that_cannot_carry_baseten() {
+    let engine = Sim::start().await;
+    let bridge = Bridge::start(&one_model(&engine.base())).await;
+    let url = bridge.url("/v1/direct/tokenize");
+    let reply = post_with(
+        &url,
+        json!({"model": "x", "prompt": "abc"}),
+        &[("x-baseten-model-id", "m")],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["count"], 3);
+    let unknown = post_with(
+        &url,
+        json!({"prompt": "abc"}),
+        &[
+            ("x-baseten-model-id", "m"),
+            ("x-baseten-deployment-id", "d9"),
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.error()["code"], "deployment_not_found");
+    let none = post(&url, json!({"prompt": "abc"})).await;
+    assert_eq!(none.status, 400);
+    assert!(
+        none.text().contains("x-baseten-model-id"),
+        "the hint names the headers"
+    );
+}
+
+#[tokio::test]
+async fn paths_outside_the_table_never_reach_an_engine() {
+    let engine = Capture::json(200, json!({"ok": true})).await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    for path in [
+        "/v1/slots",
+        "/v1/direct/sleep",
+        "/v1/reset_prefix_cache",
+        "/v1/load_lora_adapter",
+        "/v1/direct/models/load",
+        "/v1/direct/%2e%2e/slots",
+        "/v1/direct/tokenize/..",
+        "/v1/direct/..%2Fslots",
+        "/v1/rerank%2F..%2Fslots",
+        "/slots",
+        "/tokenize",
+    ] {
+        let reply = post(&bridge.url(path), routed(json!({"model": "x"}))).await;
+        // 405 for `models/load`: Bridge's own model lookup takes GET.
+        assert!(
+            [404, 405].contains(&reply.status.as_u16()),
+            "{path}: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(engine.count(), 0, "an engine was reached");
+}
+
+#[tokio::test]
+async fn predict_deployments_refuse_other_apis_in_their_dialect() {
+    let engine = Sim::start().await;
+    let config = format!(
+        "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d1\"\napi = \"predict\"\nreplicas = [\"{}\"]\n",
+        engine.url("/predict")
+    );
+    let bridge = Bridge::start(&config).await;
+    let responses = post(
+        &bridge.url("/v1/responses"),
+        routed(json!({"model": "x", "input": "hi"})),
+    )
+    .await;
+    assert_eq!(responses.status, 400);
+    assert_eq!(responses.error()["code"], "unsupported_endpoint");
+    let messages = post(
+        &bridge.url("/v1/messages"),
+        routed(json!({"model": "x", "max_tokens": 5, "messages": []})),
+    )
+    .await;
+    assert_eq!(messages.status, 400);
+    assert_eq!(
+        messages.json()["error"]["type"],
+        "invalid_request_error",
+        "{}",
+        messages.text()
+    );
+}
