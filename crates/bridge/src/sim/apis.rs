@@ -78,8 +78,21 @@ fn hex_id(prefix: &str) -> String {
 fn words(value: &Value) -> u64 {
     match value {
         Value::String(s) => s.split_whitespace().count() as u64,
+        Value::Null => 0,
         other => other.to_string().split_whitespace().count() as u64,
     }
+}
+
+/// Words of a conversation's text: each message's string content, or its text parts.
+fn message_words(messages: &Value) -> u64 {
+    let text = |content: &Value| match content {
+        Value::String(s) => words(&Value::String(s.clone())),
+        Value::Array(parts) => parts.iter().map(|p| words(&p["text"])).sum(),
+        _ => 0,
+    };
+    messages
+        .as_array()
+        .map_or(0, |m| m.iter().map(|m| text(&m["content"])).sum())
 }
 
 /// The reply for `body`, split for streaming, as the `simulate` object says.
@@ -233,7 +246,7 @@ pub(super) async fn messages(config: &SimConfig, body: &Value) -> Response<SimBo
     }
     let pieces = pieces(config, body);
     let text = pieces.concat();
-    let input_tokens = words(&body["messages"]) + words(&body["system"]);
+    let input_tokens = message_words(&body["messages"]) + words(&body["system"]);
     let output_tokens = pieces.len() as u64;
     let id = hex_id("msg");
     let model = body["model"].as_str().unwrap_or(&config.model).to_string();
@@ -291,7 +304,7 @@ pub(super) async fn messages(config: &SimConfig, body: &Value) -> Response<SimBo
 
 /// `POST messages/count_tokens`.
 pub(super) fn count_tokens(body: &Value) -> Response<SimBody> {
-    let input_tokens = words(&body["messages"]) + words(&body["system"]);
+    let input_tokens = message_words(&body["messages"]) + words(&body["system"]);
     json_response(StatusCode::OK, &json!({"input_tokens": input_tokens}))
 }
 
