@@ -1,5 +1,6 @@
 """The README's quick start: `bridge serve` with no config, then the Python snippet."""
 
+import anthropic
 from openai import OpenAI
 
 from conftest import Process
@@ -25,5 +26,18 @@ def test_demo_model_streams():
             extra_body={"baseten": {"model_id": "demo-predict"}},
         )
         assert r.choices[0].message.content.startswith("You said: Hello.")
+        # The README's Responses API and Anthropic SDK examples.
+        response = client.responses.create(
+            model="bridge-demo", input="Hello", extra_body={"baseten": {"model_id": "demo"}}
+        )
+        assert response.output_text.startswith("Hello from Bridge's simulated engine")
+        claude = anthropic.Anthropic(base_url=bridge.url, api_key="unused")
+        message = claude.messages.create(
+            model="bridge-demo",
+            max_tokens=256,
+            messages=[{"role": "user", "content": "Hello"}],
+            extra_body={"baseten": {"model_id": "demo"}},
+        )
+        assert message.content[0].text.startswith("Hello from Bridge's simulated engine")
     finally:
         bridge.stop()
