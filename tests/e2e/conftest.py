@@ -106,6 +106,10 @@ replicas = ["{v1.url}/v1"]
 heartbeat_ms = 50
 
 [[models.deployments]]
+id = "pair"
+replicas = ["{v1.url}/v1", "{v2.url}/v1"]
+
+[[models.deployments]]
 id = "down"
 replicas = ["{closed_port_url()}"]
 

@@ -1,6 +1,7 @@
 """The Responses API and Anthropic's Messages API through Bridge, with their official SDKs."""
 
 import anthropic
+import openai
 import pytest
 
 ROUTE = {"baseten": {"model_id": "llama"}}
@@ -38,6 +39,23 @@ def test_a_broken_responses_stream_ends_with_an_error_event(client):
     assert events[-1].type == "error"
     assert events[-1].code == "upstream_stream_broken"
     assert events[-1].sequence_number == events[-2].sequence_number + 1
+
+
+def test_retrieve_and_follow_ups_reach_the_replica_that_made_the_response(client):
+    # Two replicas, each keeping its own responses: a request sent to either at random would
+    # miss half the time.
+    pair = {"baseten": {"model_id": "llama", "deployment_id": "pair"}}
+    first = client.responses.create(model="free-form", input="hello", extra_body=pair)
+    previous = first.id
+    for _ in range(6):
+        assert client.responses.retrieve(first.id).id == first.id
+        follow = client.responses.create(
+            model="free-form", input="and then?", previous_response_id=previous, extra_body=pair
+        )
+        assert follow.previous_response_id == previous
+        previous = follow.id
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_never_seen")
 
 
 @pytest.fixture

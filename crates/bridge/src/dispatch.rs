@@ -77,8 +77,9 @@ enum Route<'a> {
     Metrics,
     Models,
     Model(&'a str),
-    /// A forwarded route; the model id when the URL names it (`/{model_id}/v1/...`).
-    Forward(Endpoint, Option<&'a str>),
+    /// A forwarded route; the model id when the URL names it (`/{model_id}/v1/...`), or the
+    /// stored response it names (`responses/{id}`).
+    Forward(Endpoint, Option<&'a str>, Option<&'a str>),
 }
 
 fn route_for(path: &str) -> Option<Route<'_>> {
@@ -98,8 +99,8 @@ fn route_for(path: &str) -> Option<Route<'_>> {
                 .filter(|id| !id.is_empty())
                 .map(Route::Model)
                 .or_else(|| {
-                    let endpoint = Endpoint::from_client_path(rest.strip_prefix('/')?)?;
-                    Some(Route::Forward(endpoint, None))
+                    let (endpoint, id) = Endpoint::from_client_path(rest.strip_prefix('/')?)?;
+                    Some(Route::Forward(endpoint, None, id))
                 }),
         };
         if found.is_some() {
@@ -118,8 +119,11 @@ fn by_model_in_path(path: &str) -> Option<Route<'_>> {
         (path.strip_suffix("/v1/completions")?, Endpoint::Completions)
     };
     let model_id = prefix.strip_prefix('/')?;
-    (!model_id.is_empty() && !model_id.contains('/'))
-        .then_some(Route::Forward(endpoint, Some(model_id)))
+    (!model_id.is_empty() && !model_id.contains('/')).then_some(Route::Forward(
+        endpoint,
+        Some(model_id),
+        None,
+    ))
 }
 
 /// The service function. Everything logged while the request is handled carries its request id,
@@ -156,7 +160,7 @@ where
     let route = route_for(path);
     // The client's dialect shapes its errors; Bridge's own routes speak OpenAI's.
     let dialect = dialect::of(match route {
-        Some(Route::Forward(endpoint, _)) => endpoint,
+        Some(Route::Forward(endpoint, ..)) => endpoint,
         _ => Endpoint::Models,
     });
     let result = match route {
@@ -172,12 +176,22 @@ where
         None => Err(ApiError::unknown_route(format!(
             "unknown route: {method} {path}"
         ))),
-        Some(Route::Forward(endpoint, model_id)) if method == Method::POST => {
-            let path_model = model_id.map(str::to_string);
-            let ex = Exchange::new(state.registry(), request_id.clone(), endpoint, path_model);
+        Some(Route::Forward(endpoint, model_id, response_id))
+            if endpoint.methods().split(", ").any(|m| m == method.as_str()) =>
+        {
+            let mut ex = Exchange::new(
+                state.registry(),
+                request_id.clone(),
+                endpoint,
+                model_id.map(str::to_string),
+            );
+            ex.method = method.clone();
+            ex.response_id = response_id.map(str::to_string);
             forward(&state.upstream, ex, request).await
         }
-        Some(Route::Forward(..)) => Err(method_not_allowed(&method, path, "POST")),
+        Some(Route::Forward(endpoint, ..)) => {
+            Err(method_not_allowed(&method, path, endpoint.methods()))
+        }
         Some(_) if method != Method::GET && method != Method::HEAD => {
             Err(method_not_allowed(&method, path, "GET, HEAD"))
         }

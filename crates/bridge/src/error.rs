@@ -291,6 +291,22 @@ impl ApiError {
         .with_code("shutting_down")
     }
 
+    /// A stored response Bridge cannot place: never relayed by this instance for this key,
+    /// forgotten, or its replica is gone (404).
+    pub fn response_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!(
+                "no response with id '{id}' is known to this Bridge for this API key: responses \
+                 are reached on the replica that made them, which Bridge learns when it relays \
+                 them (and remembers for 24 h); route it with the x-baseten-model-id header"
+            ),
+        )
+        .with_param("response_id")
+        .with_code("response_not_found")
+    }
+
     /// A change that contradicts the state it would apply to (409).
     pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::CONFLICT, "invalid_request_error", message).with_code("conflict")

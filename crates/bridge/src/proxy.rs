@@ -23,7 +23,7 @@ use crate::headers;
 use crate::relay::ResBody;
 use crate::stage::exchange::Exchange;
 use crate::stage::route::RoutedBody;
-use crate::stage::{auth, read, resolve, send};
+use crate::stage::{affinity, auth, read, resolve, send};
 use crate::upstream::client::{upstream_headers, Upstream};
 
 /// Forwards one request; the answer (or the error) carries Bridge's own time for it.
@@ -77,8 +77,11 @@ where
     let dialect = dialect::of(ex.endpoint);
     let caller = auth::authenticate(&registry.keys, request.headers(), dialect.takes_x_api_key())?;
     ex.record.set_key(caller.label());
+    ex.key = caller.label();
     let (parts, body) = request.into_parts();
-    read::check_content_type(&parts.headers)?;
+    if ex.response_id.is_none() {
+        read::check_content_type(&parts.headers)?;
+    }
     let body = read::read_body(
         body,
         &parts.headers,
@@ -86,8 +89,22 @@ where
         registry.body_read_timeout,
     )
     .await?;
-    let routed = dialect.route(&body, &parts.headers, ex.path_model.as_deref())?;
+    let (routed, pin) = match ex.response_id.as_deref() {
+        Some(id) => affinity::route_stored(registry, id, ex.key, &parts.headers)?,
+        None => {
+            let mut routed = dialect.route(&body, &parts.headers, ex.path_model.as_deref())?;
+            let pin = affinity::pin_previous(registry, &mut routed, &body, ex.key);
+            (routed, pin)
+        }
+    };
     let deployment = resolve::resolve(registry, caller, &routed.routing)?;
+    ex.pinned = match (
+        pin.map(|base| affinity::replica_index(deployment, &base)),
+        &ex.response_id,
+    ) {
+        (Some(None), Some(id)) => return Err(ApiError::response_not_found(id)),
+        (pinned, _) => pinned.flatten(),
+    };
     ex.record.set_deployment(deployment.clone());
     ex.deployment = Some(deployment.clone());
     tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarding");

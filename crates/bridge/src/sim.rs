@@ -9,6 +9,7 @@
 mod apis;
 pub mod predict;
 mod responses;
+mod responses_api;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -60,20 +61,31 @@ type SimBody = BoxBody<Bytes, BoxError>;
 
 /// Serves the simulator on `listener` until `shutdown` resolves.
 pub async fn run(listener: TcpListener, config: SimConfig, shutdown: impl Future<Output = ()>) {
-    let config = Arc::new(config);
+    let engine = Arc::new(Engine {
+        config,
+        store: responses_api::Store::default(),
+    });
     server::serve(
         listener,
         shutdown,
         server::DEFAULT_DRAIN_TIMEOUT,
-        move |req| handle(config.clone(), req),
+        move |req| handle(engine.clone(), req),
     )
     .await;
 }
 
+/// One simulated engine: how it answers, and what it stored.
+#[derive(Debug)]
+struct Engine {
+    config: SimConfig,
+    store: responses_api::Store,
+}
+
 async fn handle(
-    config: Arc<SimConfig>,
+    engine: Arc<Engine>,
     req: Request<Incoming>,
 ) -> Result<Response<SimBody>, Infallible> {
+    let config = &engine.config;
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
     if let Some(key) = &config.api_key {
@@ -107,8 +119,9 @@ async fn handle(
                 Err(r) => r,
             }
         }
-        (Method::GET, p) if p.contains("/responses/") => {
-            apis::retrieve(p.rsplit('/').next().unwrap_or_default())
+        (method, p) if p.contains("/v1/responses/") => {
+            let rest = p.split("/v1/responses/").nth(1).unwrap_or_default();
+            responses_api::stored_route(&engine.store, &method, rest)
         }
         (Method::POST, p) if other_api(p).is_some() => match read_json(req).await {
             Ok((body, _)) => {
@@ -116,7 +129,7 @@ async fn handle(
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
                 match other_api(p).unwrap_or_default() {
-                    "responses" => apis::responses(&config, &body).await,
+                    "responses" => responses_api::responses(config, &engine.store, &body).await,
                     "messages" => apis::messages(&config, &body).await,
                     "count_tokens" => apis::count_tokens(&body),
                     "rerank" => apis::rerank(&config, &body),

@@ -321,3 +321,90 @@ async fn predict_deployments_refuse_other_apis_in_their_dialect() {
         messages.text()
     );
 }
+
+/// Model `m` on two replicas (each its own engine, each with its own stored responses), with
+/// two client keys.
+async fn two_replicas() -> (Running, Running, Running) {
+    let (a, b) = (Sim::start().await, Sim::start().await);
+    let config = format!(
+        "[[auth.keys]]\nname = \"team\"\nkey = \"sk-team\"\n[[auth.keys]]\nname = \"other\"\nkey = \"sk-other\"\n\
+         [[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d1\"\nreplicas = [\"{}\", \"{}\"]\nhealth_path = \"\"\n",
+        a.base(),
+        b.base()
+    );
+    (a, b, Bridge::start(&config).await)
+}
+
+#[tokio::test]
+async fn stored_responses_are_reached_on_the_replica_that_made_them() {
+    let (_a, _b, bridge) = two_replicas().await;
+    let create = bridge.url("/v1/direct/responses");
+    for stream in [false, true] {
+        let reply = post_with(
+            &create,
+            routed(json!({"model": "x", "input": "hi", "stream": stream})),
+            &[KEY],
+        )
+        .await;
+        let id = if stream {
+            typed_events(&reply)[0].1["response"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        } else {
+            reply.json()["id"].as_str().unwrap().to_string()
+        };
+        // With two replicas, a request that went to either at random would miss half the time.
+        for _ in 0..8 {
+            let got = get(&bridge.url(&format!("/v1/direct/responses/{id}")), &[KEY]).await;
+            assert_eq!(got.status, 200, "{}", got.text());
+            assert_eq!(got.json()["id"], id.as_str());
+            let items = get(
+                &bridge.url(&format!("/v1/responses/{id}/input_items")),
+                &[KEY],
+            )
+            .await;
+            assert_eq!(items.status, 200, "{}", items.text());
+            let follow = post_with(
+                &create,
+                routed(json!({"model": "x", "input": "more", "previous_response_id": id})),
+                &[KEY],
+            )
+            .await;
+            assert_eq!(follow.status, 200, "{}", follow.text());
+        }
+        // Another key's response is unknown to it; so is an id Bridge never saw.
+        let theirs = get(
+            &bridge.url(&format!("/v1/responses/{id}")),
+            &[("authorization", "Bearer sk-other")],
+        )
+        .await;
+        assert_eq!(theirs.status, 404);
+        assert_eq!(theirs.error()["code"], "response_not_found");
+        let deleted = delete(&bridge.url(&format!("/v1/responses/{id}")), &[KEY]).await;
+        assert_eq!(deleted.json()["deleted"], true, "{}", deleted.text());
+    }
+    let unknown = get(&bridge.url("/v1/responses/resp_unknown"), &[KEY]).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.error()["code"], "response_not_found");
+    // Routed by header, an unknown id reaches an engine, which answers for itself.
+    let by_header = get(
+        &bridge.url("/v1/responses/resp_unknown"),
+        &[KEY, ("x-baseten-model-id", "m")],
+    )
+    .await;
+    assert_eq!(by_header.status, 404);
+    assert!(
+        by_header.text().contains("not found"),
+        "{}",
+        by_header.text()
+    );
+    let wrong_method = post_with(
+        &bridge.url("/v1/responses/resp_1/input_items"),
+        json!({}),
+        &[KEY],
+    )
+    .await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.headers["allow"], "GET");
+}

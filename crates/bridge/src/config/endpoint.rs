@@ -17,6 +17,12 @@ pub enum Endpoint {
     Embeddings,
     /// `POST responses`: OpenAI's Responses API.
     Responses,
+    /// `GET` or `DELETE responses/{id}`: a stored response, on the replica that made it.
+    ResponseItem,
+    /// `POST responses/{id}/cancel`.
+    ResponseCancel,
+    /// `GET responses/{id}/input_items`.
+    ResponseInputItems,
     /// `POST messages`: Anthropic's Messages API.
     Messages,
     /// `POST messages/count_tokens`.
@@ -62,11 +68,14 @@ pub enum Target {
 
 impl Endpoint {
     /// Every route clients can call, in the order of their metrics labels.
-    pub const FORWARDED: [Endpoint; 12] = [
+    pub const FORWARDED: [Endpoint; 15] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Responses,
+        Endpoint::ResponseItem,
+        Endpoint::ResponseCancel,
+        Endpoint::ResponseInputItems,
         Endpoint::Messages,
         Endpoint::CountTokens,
         Endpoint::Rerank,
@@ -78,11 +87,14 @@ impl Endpoint {
     ];
 
     /// Every endpoint, in the order of their URIs in a replica.
-    pub const ALL: [Endpoint; 14] = [
+    pub const ALL: [Endpoint; 17] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Responses,
+        Endpoint::ResponseItem,
+        Endpoint::ResponseCancel,
+        Endpoint::ResponseInputItems,
         Endpoint::Messages,
         Endpoint::CountTokens,
         Endpoint::Rerank,
@@ -102,6 +114,9 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
+            Endpoint::ResponseItem => "responses/{id}",
+            Endpoint::ResponseCancel => "responses/{id}/cancel",
+            Endpoint::ResponseInputItems => "responses/{id}/input_items",
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "messages/count_tokens",
             Endpoint::Rerank => "rerank",
@@ -115,11 +130,41 @@ impl Endpoint {
         }
     }
 
-    /// The forwarded route for a client path (after `/v1/direct/` or `/v1/`), if it is one.
-    pub fn from_client_path(path: &str) -> Option<Endpoint> {
+    /// The forwarded route for a client path (after `/v1/direct/` or `/v1/`), if it is one;
+    /// for a stored response's routes, with the response id the path names.
+    pub fn from_client_path(path: &str) -> Option<(Endpoint, Option<&str>)> {
+        if let Some(rest) = path.strip_prefix("responses/") {
+            let (id, endpoint) = match rest.split_once('/') {
+                None => (rest, Endpoint::ResponseItem),
+                Some((id, "cancel")) => (id, Endpoint::ResponseCancel),
+                Some((id, "input_items")) => (id, Endpoint::ResponseInputItems),
+                Some(_) => return None,
+            };
+            return super::response_ids::valid_id(id).then_some((endpoint, Some(id)));
+        }
         Self::FORWARDED
             .into_iter()
-            .find(|e| e.client_path() == path)
+            .find(|e| e.id_suffix().is_none() && e.client_path() == path)
+            .map(|e| (e, None))
+    }
+
+    /// For a stored response's routes, what follows `responses/{id}` on the engine.
+    pub fn id_suffix(self) -> Option<&'static str> {
+        match self {
+            Endpoint::ResponseItem => Some(""),
+            Endpoint::ResponseCancel => Some("/cancel"),
+            Endpoint::ResponseInputItems => Some("/input_items"),
+            _ => None,
+        }
+    }
+
+    /// The methods a client may use on it.
+    pub fn methods(self) -> &'static str {
+        match self {
+            Endpoint::ResponseItem => "GET, DELETE",
+            Endpoint::ResponseInputItems => "GET",
+            _ => "POST",
+        }
     }
 
     /// Where it lands on a replica.
@@ -133,7 +178,10 @@ impl Endpoint {
             Endpoint::ChatCompletions => Target::Base("/chat/completions"),
             Endpoint::Completions => Target::Base("/completions"),
             Endpoint::Embeddings => Target::Base("/embeddings"),
-            Endpoint::Responses => Target::Base("/responses"),
+            Endpoint::Responses
+            | Endpoint::ResponseItem
+            | Endpoint::ResponseCancel
+            | Endpoint::ResponseInputItems => Target::Base("/responses"),
             Endpoint::Messages => Target::Base("/messages"),
             Endpoint::CountTokens => Target::Base("/messages/count_tokens"),
             Endpoint::Rerank => Target::Base("/rerank"),
@@ -145,7 +193,10 @@ impl Endpoint {
     /// The API it speaks.
     pub fn speaks(self) -> Speaks {
         match self {
-            Endpoint::Responses => Speaks::Responses,
+            Endpoint::Responses
+            | Endpoint::ResponseItem
+            | Endpoint::ResponseCancel
+            | Endpoint::ResponseInputItems => Speaks::Responses,
             Endpoint::Messages | Endpoint::CountTokens => Speaks::Anthropic,
             _ => Speaks::OpenAi,
         }
@@ -161,11 +212,14 @@ impl Endpoint {
 }
 
 /// `route` label values, in the order of [`Endpoint::FORWARDED`].
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 15] = [
     "chat/completions",
     "completions",
     "embeddings",
     "responses",
+    "responses/{id}",
+    "responses/{id}/cancel",
+    "responses/{id}/input_items",
     "messages",
     "messages/count_tokens",
     "rerank",
@@ -185,8 +239,15 @@ mod tests {
         for (i, endpoint) in Endpoint::FORWARDED.into_iter().enumerate() {
             assert_eq!(ROUTES[i], endpoint.client_path());
             assert_eq!(endpoint.metrics_index(), i);
-            assert_eq!(Endpoint::from_client_path(ROUTES[i]), Some(endpoint));
+            if endpoint.id_suffix().is_none() {
+                assert_eq!(
+                    Endpoint::from_client_path(ROUTES[i]),
+                    Some((endpoint, None))
+                );
+            }
         }
+        let stored = Endpoint::from_client_path("responses/resp_1/cancel");
+        assert_eq!(stored, Some((Endpoint::ResponseCancel, Some("resp_1"))));
         for path in [
             "models",
             "",
@@ -194,6 +255,12 @@ mod tests {
             "slots",
             "chat/completions/",
             "sleep",
+            "responses/{id}",
+            "responses/..",
+            "responses/a%2Fb",
+            "responses/r/cancel/x",
+            "responses/r/other",
+            "responses/",
         ] {
             assert_eq!(Endpoint::from_client_path(path), None, "{path}");
         }

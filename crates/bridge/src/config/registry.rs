@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 pub use super::endpoint::{Endpoint, Target};
 use super::file::{Api, DeploymentConfig};
 use super::keys::Keys;
+use super::response_ids::ResponseIds;
 use super::state::{Limiter, ReplicaState, RetryBudget};
 use crate::config::stats::Stats;
 
@@ -50,6 +51,8 @@ pub struct Registry {
     pub key_labels: Vec<String>,
     /// Requests that never reached a deployment (refused before routing, or unroutable).
     pub unrouted: Stats,
+    /// Which replica made which stored response; kept across reloads.
+    pub response_ids: Arc<ResponseIds>,
     /// The admin API, when configured.
     pub admin: Option<AdminSettings>,
     /// `/metrics` is served on the client listener (it always is on the admin listener).
@@ -254,6 +257,17 @@ impl Replica {
     /// The replica's URI for `endpoint` (built once, cloned per request).
     pub fn uri(&self, endpoint: Endpoint) -> Uri {
         self.uris[endpoint as usize].clone()
+    }
+
+    /// The replica's URI for `endpoint`, for the stored response `id` when it names one
+    /// (`{base}/responses/{id}/cancel`; the id is checked: no path of its own).
+    pub fn uri_for(&self, endpoint: Endpoint, id: Option<&str>) -> Uri {
+        match (endpoint.id_suffix(), id) {
+            (Some(suffix), Some(id)) => format!("{}/responses/{id}{suffix}", self.base)
+                .parse()
+                .unwrap_or_else(|_| self.uri(endpoint)),
+            _ => self.uri(endpoint),
+        }
     }
 }
 

@@ -162,6 +162,7 @@ impl Config {
             public_metrics: self.server.metrics.unwrap_or(true),
             key_labels: keys.labels(),
             unrouted: Stats::new(key_labels),
+            response_ids: previous.map_or_else(Default::default, |p| p.response_ids.clone()),
             listen,
             max_request_bytes,
             drain_timeout,

@@ -18,7 +18,7 @@ use super::typed::{number_after, Grammar, Seen, TypedEvents};
 use super::Dialect;
 use crate::error::ApiError;
 use crate::observe::usage::io_usage_in_json_tail;
-use crate::relay::lifetime::EngineBody;
+use crate::relay::lifetime::{EngineBody, Learner};
 use crate::relay::stream::StreamRelay;
 use crate::relay::ResBody;
 
@@ -29,11 +29,15 @@ pub struct Responses;
 impl Dialect for Responses {
     fn relay_stream(
         &self,
-        body: EngineBody,
+        mut body: EngineBody,
         _strip_usage: bool,
         heartbeat: Option<Duration>,
     ) -> ResBody {
-        let adapter = TypedEvents::new(ResponseEvents::default());
+        let events = ResponseEvents {
+            learner: body.take_learner(),
+            ..ResponseEvents::default()
+        };
+        let adapter = TypedEvents::new(events);
         ResBody::stream(StreamRelay::new(body, adapter, None, heartbeat))
     }
 
@@ -47,12 +51,20 @@ impl Dialect for Responses {
 pub struct ResponseEvents {
     /// The last event's `sequence_number`: an error Bridge adds comes next.
     last_sequence: Option<u64>,
+    /// Remembers where the response is made, from `response.created` (before the client can
+    /// ask for it by its id).
+    learner: Option<Learner>,
 }
 
 impl Grammar for ResponseEvents {
     fn event(&mut self, kind: &[u8], event: &[u8]) -> Seen {
         if let Some(n) = number_after(event, b"\"sequence_number\"") {
             self.last_sequence = Some(n);
+        }
+        if kind == b"response.created" {
+            if let Some(learner) = self.learner.take() {
+                learner.learn_from(event);
+            }
         }
         match kind {
             b"response.completed" | b"response.incomplete" | b"response.failed" => {

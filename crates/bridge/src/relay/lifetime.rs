@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::BoxError;
+use crate::config::response_ids::{Made, ResponseIds};
 use crate::config::state::InFlight;
 use crate::error::UpstreamFailure;
 use crate::observe::record::Record;
@@ -40,6 +41,38 @@ pub struct EngineBody {
     usage_tail: Option<(Tail, JsonUsage)>,
     /// The worker's drain-timeout signal (streams end on it; see [`crate::relay::stream`]).
     cut: Option<Arc<Cut>>,
+    /// For a Responses API answer: where it was made, to be remembered by its id.
+    learn: Option<Box<Learner>>,
+}
+
+/// Remembers where a Responses API response was made, once its id is seen.
+#[derive(Debug)]
+pub struct Learner {
+    /// The map of response ids.
+    pub ids: Arc<ResponseIds>,
+    /// Where this response is being made.
+    pub made: Made,
+}
+
+impl Learner {
+    /// Learns the response id in `bytes`: the first `"id"` string (a whole response starts with
+    /// it; in a stream, the `response.created` event's response holds it). False if none.
+    pub fn learn_from(self, bytes: &[u8]) -> bool {
+        let Some(id) = first_id(bytes) else {
+            return false;
+        };
+        self.ids.learn(id, self.made);
+        true
+    }
+}
+
+/// The value of the first `"id"` member in `bytes`, when it is a plain string.
+fn first_id(bytes: &[u8]) -> Option<&str> {
+    let at = memchr::memmem::find(bytes, b"\"id\"")?;
+    let rest = bytes[at + 4..].trim_ascii_start().strip_prefix(b":")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = memchr::memchr(b'"', rest)?;
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// Time limits on a response body.
@@ -73,6 +106,11 @@ impl Body for EngineBody {
                 return Poll::Pending;
             }
         };
+        if let (Some(Ok(frame)), true) = (&frame, self.learn.is_some()) {
+            if let (Some(learner), Some(data)) = (self.learn.take(), frame.data_ref()) {
+                learner.learn_from(data);
+            }
+        }
         match &frame {
             None => self.finish(),
             Some(Ok(frame)) if self.inner.is_end_stream() => {
@@ -88,6 +126,7 @@ impl Body for EngineBody {
                 {
                     tail.push(data);
                 }
+
                 if let Some(limits) = self.limits.as_mut() {
                     let idle = limits.idle;
                     limits
@@ -138,12 +177,24 @@ impl EngineBody {
             record: None,
             usage_tail: None,
             cut: None,
+            learn: None,
         }
     }
 
     /// Ends this answer, if it is a stream, when the worker's drain timeout passes.
     pub fn cut_by(&mut self, cut: &Arc<Cut>) {
         self.cut = Some(cut.clone());
+    }
+
+    /// Remembers where this (Responses API) answer was made, by its id: read from the body's
+    /// first bytes, unless a stream relay takes the learner to read it from its events.
+    pub fn learn_response_id(&mut self, learner: Learner) {
+        self.learn = Some(Box::new(learner));
+    }
+
+    /// The learner, for a stream relay that reads the id from the events.
+    pub fn take_learner(&mut self) -> Option<Learner> {
+        self.learn.take().map(|l| *l)
     }
 
     /// The drain-timeout signal, when set.

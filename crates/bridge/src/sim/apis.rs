@@ -1,11 +1,8 @@
-//! The simulator's other APIs, in the shapes vLLM and llama-server give them: the Responses
-//! API (with a store per process, for retrieval and `previous_response_id`), Anthropic's
+//! The simulator's other APIs, in the shapes vLLM and llama-server give them: Anthropic's
 //! Messages API, rerank and score, and tokenize, detokenize, pooling and classify at the server
-//! root. The same `simulate` controls apply: `status`, `delay_ms`, `fail_after`, `error_after`,
+//! root (the Responses API is in [`super::responses_api`]). The same `simulate` controls apply: `status`, `delay_ms`, `fail_after`, `error_after`,
 //! `no_done` (no terminal event), `chunks`, `gap_ms`, `reply`.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,55 +11,7 @@ use serde_json::{json, Value};
 
 use super::{json_response, now, split, stream_response, SimBody, SimConfig, Step};
 
-/// Stored responses kept per process (the oldest go first).
-const MAX_STORED: usize = 4096;
-
-/// What the Responses API stored, by id.
-fn store() -> &'static Mutex<Store> {
-    static STORE: OnceLock<Mutex<Store>> = OnceLock::new();
-    STORE.get_or_init(Mutex::default)
-}
-
-#[derive(Default)]
-struct Store {
-    by_id: HashMap<String, Value>,
-    order: std::collections::VecDeque<String>,
-}
-
-fn remember(response: &Value) {
-    let Ok(mut store) = store().lock() else {
-        return;
-    };
-    let id = response["id"].as_str().unwrap_or_default().to_string();
-    if store.order.len() >= MAX_STORED {
-        if let Some(old) = store.order.pop_front() {
-            store.by_id.remove(&old);
-        }
-    }
-    store.order.push_back(id.clone());
-    store.by_id.insert(id, response.clone());
-}
-
-fn stored(id: &str) -> Option<Value> {
-    store().lock().ok()?.by_id.get(id).cloned()
-}
-
-/// `GET responses/{id}`: a stored response, or the engine's 404.
-pub(super) fn retrieve(id: &str) -> Response<SimBody> {
-    match stored(id) {
-        Some(response) => json_response(StatusCode::OK, &response),
-        None => json_response(
-            StatusCode::NOT_FOUND,
-            &openai_error(
-                404,
-                &format!("Response with id '{id}' not found."),
-                "response_id",
-            ),
-        ),
-    }
-}
-
-fn openai_error(status: u16, message: &str, param: &str) -> Value {
+pub(super) fn openai_error(status: u16, message: &str, param: &str) -> Value {
     json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": status.to_string()}})
 }
 
@@ -70,12 +19,12 @@ fn anthropic_error(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
-fn hex_id(prefix: &str) -> String {
+pub(super) fn hex_id(prefix: &str) -> String {
     format!("{prefix}_{:032x}", fastrand::u128(..))
 }
 
 /// Tokens of a text, as this simulator counts them: its words.
-fn words(value: &Value) -> u64 {
+pub(super) fn words(value: &Value) -> u64 {
     match value {
         Value::String(s) => s.split_whitespace().count() as u64,
         Value::Null => 0,
@@ -96,7 +45,7 @@ fn message_words(messages: &Value) -> u64 {
 }
 
 /// The reply for `body`, split for streaming, as the `simulate` object says.
-fn pieces(config: &SimConfig, body: &Value) -> Vec<String> {
+pub(super) fn pieces(config: &SimConfig, body: &Value) -> Vec<String> {
     let sim = &body["simulate"];
     let reply = sim["reply"]
         .as_str()
@@ -105,124 +54,14 @@ fn pieces(config: &SimConfig, body: &Value) -> Vec<String> {
     split(&reply, chunks)
 }
 
-fn gap(config: &SimConfig, body: &Value) -> Duration {
+pub(super) fn gap(config: &SimConfig, body: &Value) -> Duration {
     body["simulate"]["gap_ms"]
         .as_u64()
         .map_or(config.gap, Duration::from_millis)
 }
 
-fn typed(kind: &str, data: &Value) -> Step {
+pub(super) fn typed(kind: &str, data: &Value) -> Step {
     Step::Send(Bytes::from(format!("event: {kind}\ndata: {data}\n\n")))
-}
-
-/// `POST responses`.
-pub(super) async fn responses(config: &SimConfig, body: &Value) -> Response<SimBody> {
-    let sim = &body["simulate"];
-    if let Some(status) = sim["status"].as_u64() {
-        let message = sim["message"].as_str().unwrap_or("simulated engine error");
-        let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::BAD_REQUEST);
-        return json_response(status, &openai_error(status.as_u16(), message, "input"));
-    }
-    let previous = body["previous_response_id"].as_str();
-    let mut input_tokens = words(&body["input"]);
-    if let Some(id) = previous {
-        let Some(earlier) = stored(id) else {
-            return json_response(
-                StatusCode::NOT_FOUND,
-                &openai_error(
-                    404,
-                    &format!("Previous response with id '{id}' not found."),
-                    "previous_response_id",
-                ),
-            );
-        };
-        // The conversation so far counts as input, as it does on a real engine.
-        input_tokens += earlier["usage"]["total_tokens"].as_u64().unwrap_or(0);
-    }
-    let pieces = pieces(config, body);
-    let text = pieces.concat();
-    let (id, message_id) = (hex_id("resp"), hex_id("msg"));
-    let model = body["model"].as_str().unwrap_or(&config.model).to_string();
-    let output_tokens = pieces.len() as u64;
-    let message = |status: &str, text: &str| {
-        json!({"type": "message", "id": message_id, "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]})
-    };
-    let response = |status: &str, output: Value, usage: Value| {
-        json!({"id": id, "object": "response", "created_at": now(), "status": status,
-            "error": null, "incomplete_details": null, "instructions": body["instructions"],
-            "max_output_tokens": body["max_output_tokens"], "model": model, "output": output,
-            "parallel_tool_calls": true, "previous_response_id": previous, "reasoning": null,
-            "store": true, "temperature": 1.0, "text": {"format": {"type": "text"}},
-            "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled",
-            "usage": usage, "user": null, "metadata": {}})
-    };
-    let usage = json!({"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + output_tokens});
-    let done = response("completed", json!([message("completed", &text)]), usage);
-    remember(&done);
-    if body["stream"] != true {
-        return json_response(StatusCode::OK, &done);
-    }
-    let mut plan = Vec::new();
-    let mut seq = 0u64;
-    let mut event = |kind: &str, mut data: Value| {
-        data["type"] = json!(kind);
-        data["sequence_number"] = json!(seq);
-        seq += 1;
-        typed(kind, &data)
-    };
-    let started = response("in_progress", json!([]), Value::Null);
-    plan.push(event("response.created", json!({"response": started})));
-    plan.push(event("response.in_progress", json!({"response": started})));
-    plan.push(event(
-        "response.output_item.added",
-        json!({"output_index": 0, "item": message("in_progress", "")}),
-    ));
-    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
-    let at = json!({"item_id": message_id, "output_index": 0, "content_index": 0});
-    let with = |extra: Value| {
-        let mut v = at.clone();
-        if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
-            v.extend(extra);
-        }
-        v
-    };
-    plan.push(event(
-        "response.content_part.added",
-        with(json!({"part": part("")})),
-    ));
-    for (i, piece) in pieces.iter().enumerate() {
-        if sim["fail_after"].as_u64() == Some(i as u64) {
-            plan.push(Step::Abort);
-            return stream_response(plan, gap(config, body));
-        }
-        if sim["error_after"].as_u64() == Some(i as u64) {
-            plan.push(event("error", json!({"code": "server_error", "message": "simulated in-band error", "param": null})));
-            return stream_response(plan, gap(config, body));
-        }
-        plan.push(event(
-            "response.output_text.delta",
-            with(json!({"delta": piece, "logprobs": []})),
-        ));
-    }
-    plan.push(event(
-        "response.output_text.done",
-        with(json!({"text": text, "logprobs": []})),
-    ));
-    plan.push(event(
-        "response.content_part.done",
-        with(json!({"part": part(&text)})),
-    ));
-    plan.push(event(
-        "response.output_item.done",
-        json!({"output_index": 0, "item": message("completed", &text)}),
-    ));
-    if sim["no_done"] != true {
-        plan.push(event("response.completed", json!({"response": done})));
-    }
-    stream_response(plan, gap(config, body))
 }
 
 /// `POST messages` (Anthropic).

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderValue, Method};
 
 use crate::config::registry::{Deployment, Endpoint, Registry};
 use crate::observe::record::Record;
@@ -22,6 +22,14 @@ pub struct Exchange {
     pub endpoint: Endpoint,
     /// The model named by the URL (`/{model_id}/v1/...`, the previous bridge's form).
     pub path_model: Option<String>,
+    /// The client's method (`POST` but for a stored response's `GET` and `DELETE`).
+    pub method: Method,
+    /// The stored response the URL names (`responses/{id}`), to be reached where it was made.
+    pub response_id: Option<String>,
+    /// The caller's key label (0: no key).
+    pub key: usize,
+    /// The replica the request must reach (it holds the response the request names), by index.
+    pub pinned: Option<usize>,
     /// The deployment serving the request, once resolved.
     pub deployment: Option<Arc<Deployment>>,
     /// What the request did, recorded when its answer is over.
@@ -46,6 +54,10 @@ impl Exchange {
             request_id,
             endpoint,
             path_model,
+            method: Method::POST,
+            response_id: None,
+            pinned: None,
+            key: 0,
             deployment: None,
             record,
         }

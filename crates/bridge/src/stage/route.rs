@@ -45,6 +45,9 @@ pub struct RoutedBody {
     stream: bool,
     /// A `stream_options` member was sent (its content is the client's business).
     stream_options: bool,
+    /// The `previous_response_id` of a Responses API request: the conversation lives on the
+    /// replica that made it.
+    previous: Option<Member>,
 }
 
 impl From<JsonError> for ApiError {
@@ -55,6 +58,7 @@ impl From<JsonError> for ApiError {
 
 /// Scans `body` and extracts the routing. Every client mistake is a 400 naming the field.
 pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
+    let mut previous = None;
     let mut baseten = None;
     let mut model = None;
     let (mut stream, mut stream_options) = (false, false);
@@ -69,6 +73,7 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
             b"model" => model = Some(m),
             b"stream" => stream = &body[m.value.clone()] == b"true",
             b"stream_options" => stream_options = true,
+            b"previous_response_id" => previous = Some(m),
             _ => {}
         }
         Ok(())
@@ -103,6 +108,7 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
         model,
         stream,
         stream_options,
+        previous,
     })
 }
 
@@ -134,6 +140,7 @@ pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError
         model,
         stream,
         stream_options,
+        previous: None,
     })
 }
 
@@ -306,6 +313,25 @@ impl RoutedBody {
     /// stream, and no `stream_options` of the client's own.
     pub fn wants_usage_injected(&self) -> bool {
         self.stream && !self.stream_options
+    }
+
+    /// A body forwarded as it is, routed by `routing` (a stored response's routes, whose
+    /// routing comes from the response id).
+    pub fn untouched(routing: Routing) -> Self {
+        RoutedBody {
+            routing,
+            baseten: None,
+            model: None,
+            stream: false,
+            stream_options: false,
+            previous: None,
+        }
+    }
+
+    /// The `previous_response_id` the body names, when it is a string.
+    pub fn previous_response_id(&self, body: &[u8]) -> Option<String> {
+        let member = self.previous.as_ref()?;
+        serde_json::from_slice(&body[member.value.clone()]).ok()
     }
 
     /// The client sent `"stream": true`.

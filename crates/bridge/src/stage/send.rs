@@ -9,16 +9,17 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 use super::exchange::Exchange;
 use super::pick::{park, pick};
 use crate::body::ReqBody;
 use crate::config::registry::{Deployment, Endpoint};
+use crate::config::response_ids::Made;
 use crate::config::state::{InFlight, Overloaded};
 use crate::error::ApiError;
 use crate::error::UpstreamFailure;
-use crate::relay::lifetime::EngineBody;
+use crate::relay::lifetime::{EngineBody, Learner};
 use crate::upstream::client::{build_request, Upstream};
 
 /// Sends to a replica picked by the balancer. A failure before any byte reached an engine is
@@ -57,7 +58,12 @@ pub async fn send(
         .as_ref()
         .map(|w| tokio::time::Instant::now() + w.timeout);
     loop {
-        let Some(index) = pick(deployment, &tried) else {
+        // A request for a response held by one replica goes there, and nowhere else.
+        let picked = match ex.pinned {
+            Some(index) => (!tried.contains(&index)).then_some(index),
+            None => pick(deployment, &tried),
+        };
+        let Some(index) = picked else {
             return Err(ApiError::internal("no replica left to try"));
         };
         let replica = &deployment.replicas[index];
@@ -71,14 +77,16 @@ pub async fn send(
         }
         let (headers, body) = next.take().unwrap_or_default();
         // Keep a copy only when another attempt is possible (the body parts are shared buffers).
-        let retry_possible = tried.len() < deployment.max_retries as usize
+        let retry_possible = ex.pinned.is_none()
+            && tried.len() < deployment.max_retries as usize
             && tried.len() + 1 < deployment.replicas.len();
         if retry_possible || wake_until.is_some() {
             next = Some((headers.clone(), body.clone()));
         }
         record.set_replica(index);
         let in_flight = InFlight::new(replica.state.clone());
-        let request = build_request(Method::POST, replica.uri(endpoint), headers, body);
+        let uri = replica.uri_for(endpoint, ex.response_id.as_deref());
+        let request = build_request(ex.method.clone(), uri, headers, body);
         let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
             let left = d.saturating_duration_since(tokio::time::Instant::now());
             deployment.first_byte_timeout.min(left)
@@ -106,6 +114,18 @@ pub async fn send(
                 }
                 response.body_mut().hold(in_flight, slot);
                 response.body_mut().cut_by(upstream.cut_signal());
+                if endpoint == Endpoint::Responses && response.status().is_success() {
+                    // Where this response is, for retrieval and follow-ups by its id.
+                    response.body_mut().learn_response_id(Learner {
+                        ids: ex.registry.response_ids.clone(),
+                        made: Made {
+                            model_id: deployment.model_id.clone(),
+                            deployment_id: deployment.id.clone(),
+                            replica: replica.base.clone(),
+                            key: ex.key,
+                        },
+                    });
+                }
                 return Ok(response);
             }
             Err(error) => {

@@ -1,0 +1,139 @@
+//! Which replica made which stored response.
+//!
+//! vLLM keeps the responses of the Responses API in the memory of the replica that made them,
+//! so retrieving one, deleting or cancelling it, listing its input items, or continuing the
+//! conversation with `previous_response_id` must reach that replica. Bridge learns the `id` of
+//! every response it relays and remembers where it was made and for which key, in a map that is
+//! bounded in size and age and shared by all workers; it survives reloads with the registry.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most response ids remembered (the oldest are forgotten first): about 150 bytes each.
+pub const MAX_RESPONSE_IDS: usize = 50_000;
+/// How long a response id is remembered.
+pub const RESPONSE_ID_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest response id accepted (vLLM's are `resp_` and 32 hex digits).
+pub const MAX_RESPONSE_ID_LEN: usize = 128;
+
+/// Where a response was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Made {
+    /// The model it was made for.
+    pub model_id: String,
+    /// The deployment that made it.
+    pub deployment_id: String,
+    /// The replica that holds it, by base URL (indexes change across reloads; URLs do not).
+    pub replica: String,
+    /// The key label of the caller it belongs to (0: no key): another key never reaches it.
+    pub key: usize,
+}
+
+/// Response ids and where each was made.
+#[derive(Debug, Default)]
+pub struct ResponseIds {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_id: HashMap<String, (Made, Instant)>,
+    /// Ids in the order they were learned, for eviction.
+    order: VecDeque<String>,
+}
+
+/// Whether `id` may be a response id: 1 to [`MAX_RESPONSE_ID_LEN`] of `A-Z a-z 0-9 _ -`
+/// (so it can never be a path of its own: no `/`, `.` or `%`).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_RESPONSE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl ResponseIds {
+    /// Remembers that `id` was made at `made`.
+    pub fn learn(&self, id: &str, made: Made) {
+        if !valid_id(id) {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        // Forget the expired, and the oldest past the bound.
+        while let Some(oldest) = inner.order.front().cloned() {
+            let expired = inner
+                .by_id
+                .get(&oldest)
+                .is_none_or(|(_, at)| now.duration_since(*at) > RESPONSE_ID_TTL);
+            if !expired && inner.order.len() < MAX_RESPONSE_IDS {
+                break;
+            }
+            inner.order.pop_front();
+            inner.by_id.remove(&oldest);
+        }
+        if inner.by_id.insert(id.to_string(), (made, now)).is_none() {
+            inner.order.push_back(id.to_string());
+        }
+    }
+
+    /// Where `id` was made, if it is known and belongs to `key`.
+    pub fn find(&self, id: &str, key: usize) -> Option<Made> {
+        let inner = self.inner.lock().ok()?;
+        let (made, at) = inner.by_id.get(id)?;
+        (made.key == key && at.elapsed() <= RESPONSE_ID_TTL).then(|| made.clone())
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.by_id.len())
+    }
+
+    /// Nothing remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn made(key: usize) -> Made {
+        Made {
+            model_id: "m".into(),
+            deployment_id: "d".into(),
+            replica: "http://r/v1".into(),
+            key,
+        }
+    }
+
+    #[test]
+    fn ids_are_found_by_their_own_key_only() {
+        let ids = ResponseIds::default();
+        ids.learn("resp_1", made(1));
+        assert_eq!(ids.find("resp_1", 1), Some(made(1)));
+        assert_eq!(ids.find("resp_1", 2), None, "another key's response");
+        assert_eq!(ids.find("resp_2", 1), None);
+        for bad in ["", "../slots", "a/b", "a%2Fb", "a.b"] {
+            ids.learn(bad, made(1));
+            assert_eq!(ids.find(bad, 1), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_map_is_bounded() {
+        let ids = ResponseIds::default();
+        for i in 0..MAX_RESPONSE_IDS + 10 {
+            ids.learn(&format!("resp_{i}"), made(0));
+        }
+        assert_eq!(ids.len(), MAX_RESPONSE_IDS);
+        assert_eq!(ids.find("resp_0", 0), None, "the oldest went first");
+        assert!(ids
+            .find(&format!("resp_{}", MAX_RESPONSE_IDS + 9), 0)
+            .is_some());
+    }
+}

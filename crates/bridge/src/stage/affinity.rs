@@ -1,0 +1,61 @@
+//! Requests that must reach the replica holding their response (the Responses API's stored
+//! responses live in the memory of the replica that made them).
+//!
+//! A stored response's routes (`responses/{id}`, `…/cancel`, `…/input_items`) are routed by the
+//! id alone, from the map of ids Bridge learned while relaying, or by the routing headers when
+//! Bridge never saw the id. A new response with `previous_response_id` goes where the previous
+//! one was made. A key never reaches another key's response: to it, the id is unknown.
+
+use http::HeaderMap;
+
+use super::route::{from_headers, RoutedBody, Routing};
+use crate::config::registry::{Deployment, Registry};
+use crate::error::ApiError;
+
+/// How a stored response's route is routed, and the replica (by base URL) that holds it.
+pub fn route_stored(
+    registry: &Registry,
+    id: &str,
+    key: usize,
+    headers: &HeaderMap,
+) -> Result<(RoutedBody, Option<String>), ApiError> {
+    if let Some(made) = registry.response_ids.find(id, key) {
+        let routing = Routing {
+            model_id: made.model_id,
+            deployment_id: Some(made.deployment_id),
+            from_model_name: false,
+        };
+        return Ok((RoutedBody::untouched(routing), Some(made.replica)));
+    }
+    match from_headers(headers) {
+        Some(routing) => Ok((RoutedBody::untouched(routing?), None)),
+        None => Err(ApiError::response_not_found(id)),
+    }
+}
+
+/// For a new response continuing a conversation (`previous_response_id` in `body`): the
+/// replica (by base URL) that made the previous response, when this key made it for the same
+/// model. Without a deployment named, the conversation stays on the deployment that made it.
+pub fn pin_previous(
+    registry: &Registry,
+    routed: &mut RoutedBody,
+    body: &[u8],
+    key: usize,
+) -> Option<String> {
+    let previous = routed.previous_response_id(body)?;
+    let made = registry
+        .response_ids
+        .find(&previous, key)
+        .filter(|made| made.model_id == routed.routing.model_id)?;
+    match &routed.routing.deployment_id {
+        Some(named) if *named != made.deployment_id => return None,
+        Some(_) => {}
+        None => routed.routing.deployment_id = Some(made.deployment_id),
+    }
+    Some(made.replica)
+}
+
+/// The index of the replica at `base` in `deployment`, if it is still one of its replicas.
+pub fn replica_index(deployment: &Deployment, base: &str) -> Option<usize> {
+    deployment.replicas.iter().position(|r| r.base == base)
+}
