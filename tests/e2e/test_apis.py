@@ -129,3 +129,20 @@ def test_a_broken_stream_raises(claude):
         with claude.messages.stream(**ask(simulate={"fail_after": 2, "gap_ms": 20})) as stream:
             for _ in stream.text_stream:
                 pass
+
+
+def test_audio_transcription_with_extra_body(client):
+    audio = b"RIFF\x00\x01fake audio\r\n--not-a-boundary\r\n" + bytes(range(256)) * 40
+    transcription = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=("hello.wav", audio, "audio/wav"),
+        extra_body=ROUTE,
+    )
+    # The engine says what it received: the file, whole, and no routing fields.
+    assert f"file=hello.wav, {len(audio)} bytes" in transcription.text
+    assert "model=whisper-1" in transcription.text
+    assert "baseten" not in transcription.text
+    text = client.audio.translations.create(
+        model="whisper-1", file=("hi.wav", b"abc", "audio/wav"), response_format="text", extra_body=ROUTE
+    )
+    assert "file=hi.wav, 3 bytes" in text

@@ -3,11 +3,13 @@
 //! A dialect is everything about a request that depends on the client's API rather than on the
 //! engine: where its routing fields are, its stream grammar and terminal event, its error
 //! envelope, and where its answers report token usage. Bridge speaks OpenAI's API ([`openai`]),
-//! the Responses API ([`responses`]) and Anthropic's Messages API ([`anthropic`]); [`of`] is the
+//! the Responses API ([`responses`]), Anthropic's Messages API ([`anthropic`]) and OpenAI's
+//! multipart audio routes ([`audio`]); [`of`] is the
 //! one place that maps a route to its dialect. [`typed`] relays the typed event streams of the
 //! last two.
 
 pub mod anthropic;
+pub mod audio;
 pub mod openai;
 pub mod responses;
 pub mod typed;
@@ -46,6 +48,11 @@ pub trait Dialect: Sync {
         false
     }
 
+    /// Whether its bodies are multipart forms rather than JSON.
+    fn takes_form(&self) -> bool {
+        false
+    }
+
     /// Whether Bridge may add `stream_options.include_usage` to count a stream's tokens.
     fn injects_usage(&self) -> bool {
         false
@@ -81,5 +88,6 @@ pub fn of(endpoint: Endpoint) -> &'static dyn Dialect {
         Speaks::OpenAi => &openai::OpenAi,
         Speaks::Responses => &responses::Responses,
         Speaks::Anthropic => &anthropic::Anthropic,
+        Speaks::Audio => &audio::Audio,
     }
 }

@@ -237,12 +237,18 @@ impl ApiError {
         .retryable()
     }
 
-    /// A body that is not JSON (415).
-    pub fn unsupported_media_type(essence: &str) -> Self {
+    /// A body of another type than the route takes (415).
+    pub fn unsupported_media_type_for(wanted: &str, headers: &http::HeaderMap) -> Self {
+        let given = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or("")
+            .trim();
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request_error",
-            format!("Content-Type must be application/json, not '{essence}'"),
+            format!("Content-Type must be {wanted}, not '{given}'"),
         )
         .with_code("unsupported_media_type")
     }

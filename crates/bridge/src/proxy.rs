@@ -80,7 +80,7 @@ where
     ex.key = caller.label();
     let (parts, body) = request.into_parts();
     if ex.response_id.is_none() {
-        read::check_content_type(&parts.headers)?;
+        read::check_content_type(&parts.headers, dialect.takes_form())?;
     }
     let body = read::read_body(
         body,

@@ -7,6 +7,7 @@
 //! an in-band error, stall — so failure handling can be tested through the real SDK.
 
 mod apis;
+mod audio;
 pub mod predict;
 mod responses;
 mod responses_api;
@@ -118,6 +119,23 @@ async fn handle(
                 Ok((body, _)) => predict::answer(&shape, &body, config.gap),
                 Err(r) => r,
             }
+        }
+        (Method::POST, p)
+            if p.ends_with("/v1/audio/transcriptions") || p.ends_with("/v1/audio/translations") =>
+        {
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            audio::transcribe(&content_type, &body, config.chunks)
         }
         (method, p) if p.contains("/v1/responses/") => {
             let rest = p.split("/v1/responses/").nth(1).unwrap_or_default();

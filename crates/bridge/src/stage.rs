@@ -7,6 +7,7 @@
 pub mod affinity;
 pub mod auth;
 pub mod exchange;
+pub mod form;
 pub mod pick;
 pub mod read;
 pub mod resolve;

@@ -408,3 +408,139 @@ async fn stored_responses_are_reached_on_the_replica_that_made_them() {
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.headers["allow"], "GET");
 }
+
+/// A multipart form with `fields` and a file part, as the OpenAI SDKs write it.
+fn form(fields: &[(&str, &str)], file: &[u8]) -> (String, bytes::Bytes) {
+    let boundary = "----bridge-test-7d3f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        body.into(),
+    )
+}
+
+#[tokio::test]
+async fn audio_forms_are_routed_by_their_fields_and_forwarded_byte_for_byte() {
+    let engine = Capture::json(200, json!({"text": "ok"})).await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    let url = bridge.url("/v1/direct/audio/transcriptions");
+    // Audio bytes that look like form syntax must pass untouched.
+    let audio: Vec<u8> = b"RIFF\r\n--not-a-boundary\r\n\x00\xff\xfe"
+        .iter()
+        .copied()
+        .chain((0..=255u8).cycle().take(70_000))
+        .collect();
+    let (content_type, body) = form(
+        &[
+            ("baseten[model_id]", "m"),
+            ("model", "whisper-1"),
+            ("baseten[deployment_id]", "d1"),
+            ("language", "en"),
+        ],
+        &audio,
+    );
+    let headers = [("content-type", content_type.as_str())];
+    let reply = send(http::Method::POST, &url, body.clone(), &headers).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = engine.last();
+    assert_eq!(seen.path, "/v1/audio/transcriptions");
+    let (expected_type, expected) = form(&[("model", "whisper-1"), ("language", "en")], &audio);
+    assert_eq!(seen.headers["content-type"], expected_type.as_str());
+    assert_eq!(
+        seen.body, expected,
+        "the routing parts are cut out, nothing else changes"
+    );
+
+    let (ct, unrouted) = form(&[("model", "whisper-1")], b"x");
+    let missing = send(
+        http::Method::POST,
+        &url,
+        unrouted,
+        &[("content-type", ct.as_str())],
+    )
+    .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.error()["code"], "missing_routing");
+    let long = "m".repeat(300);
+    let (ct, oversized) = form(&[("baseten[model_id]", long.as_str())], b"x");
+    let refused = send(
+        http::Method::POST,
+        &url,
+        oversized,
+        &[("content-type", ct.as_str())],
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.error()["param"], "baseten[model_id]");
+    let json = post(&url, routed(json!({"model": "whisper-1"}))).await;
+    assert_eq!(json.status, 415, "{}", json.text());
+    assert_eq!(engine.count(), 1, "no refused form reached the engine");
+}
+
+#[tokio::test]
+async fn transcriptions_come_back_as_the_engine_wrote_them() {
+    let engine = Sim::start().await;
+    let bridge = Bridge::start(&one_model(&engine.base())).await;
+    let url = bridge.url("/v1/audio/translations");
+    let ask = |format: &str, stream: &str| {
+        form(
+            &[
+                ("baseten[model_id]", "m"),
+                ("model", "whisper-1"),
+                ("response_format", format),
+                ("stream", stream),
+            ],
+            b"audio bytes",
+        )
+    };
+    let (ct, body) = ask("srt", "false");
+    let srt = send(
+        http::Method::POST,
+        &url,
+        body,
+        &[("content-type", ct.as_str())],
+    )
+    .await;
+    assert_eq!(srt.status, 200, "{}", srt.text());
+    assert!(
+        srt.text().starts_with("1\n00:00:00,000 --> "),
+        "{}",
+        srt.text()
+    );
+    assert!(
+        srt.text().contains("file=a.wav, 11 bytes"),
+        "{}",
+        srt.text()
+    );
+    assert!(!srt.text().contains("baseten"), "{}", srt.text());
+    let (ct, body) = ask("json", "true");
+    let stream = send(
+        http::Method::POST,
+        &url,
+        body,
+        &[("content-type", ct.as_str())],
+    )
+    .await;
+    let events = stream.events();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        stream.text()
+    );
+    assert!(
+        events[0].contains("transcript.text.delta"),
+        "{}",
+        stream.text()
+    );
+}

@@ -27,6 +27,10 @@ pub enum Endpoint {
     Messages,
     /// `POST messages/count_tokens`.
     CountTokens,
+    /// `POST audio/transcriptions` (a multipart form).
+    Transcriptions,
+    /// `POST audio/translations` (a multipart form).
+    Translations,
     /// `POST rerank`.
     Rerank,
     /// `POST score`.
@@ -54,6 +58,8 @@ pub enum Speaks {
     Responses,
     /// Anthropic's Messages API.
     Anthropic,
+    /// OpenAI's audio routes: multipart forms in, JSON, text or SSE out.
+    Audio,
 }
 
 /// Where a route lands on a replica.
@@ -68,7 +74,7 @@ pub enum Target {
 
 impl Endpoint {
     /// Every route clients can call, in the order of their metrics labels.
-    pub const FORWARDED: [Endpoint; 15] = [
+    pub const FORWARDED: [Endpoint; 17] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -78,6 +84,8 @@ impl Endpoint {
         Endpoint::ResponseInputItems,
         Endpoint::Messages,
         Endpoint::CountTokens,
+        Endpoint::Transcriptions,
+        Endpoint::Translations,
         Endpoint::Rerank,
         Endpoint::Score,
         Endpoint::Tokenize,
@@ -87,7 +95,7 @@ impl Endpoint {
     ];
 
     /// Every endpoint, in the order of their URIs in a replica.
-    pub const ALL: [Endpoint; 17] = [
+    pub const ALL: [Endpoint; 19] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -97,6 +105,8 @@ impl Endpoint {
         Endpoint::ResponseInputItems,
         Endpoint::Messages,
         Endpoint::CountTokens,
+        Endpoint::Transcriptions,
+        Endpoint::Translations,
         Endpoint::Rerank,
         Endpoint::Score,
         Endpoint::Tokenize,
@@ -119,6 +129,8 @@ impl Endpoint {
             Endpoint::ResponseInputItems => "responses/{id}/input_items",
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "messages/count_tokens",
+            Endpoint::Transcriptions => "audio/transcriptions",
+            Endpoint::Translations => "audio/translations",
             Endpoint::Rerank => "rerank",
             Endpoint::Score => "score",
             Endpoint::Tokenize => "tokenize",
@@ -184,6 +196,8 @@ impl Endpoint {
             | Endpoint::ResponseInputItems => Target::Base("/responses"),
             Endpoint::Messages => Target::Base("/messages"),
             Endpoint::CountTokens => Target::Base("/messages/count_tokens"),
+            Endpoint::Transcriptions => Target::Base("/audio/transcriptions"),
+            Endpoint::Translations => Target::Base("/audio/translations"),
             Endpoint::Rerank => Target::Base("/rerank"),
             Endpoint::Score => Target::Base("/score"),
             Endpoint::Models => Target::Base("/models"),
@@ -198,6 +212,7 @@ impl Endpoint {
             | Endpoint::ResponseCancel
             | Endpoint::ResponseInputItems => Speaks::Responses,
             Endpoint::Messages | Endpoint::CountTokens => Speaks::Anthropic,
+            Endpoint::Transcriptions | Endpoint::Translations => Speaks::Audio,
             _ => Speaks::OpenAi,
         }
     }
@@ -212,7 +227,7 @@ impl Endpoint {
 }
 
 /// `route` label values, in the order of [`Endpoint::FORWARDED`].
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 17] = [
     "chat/completions",
     "completions",
     "embeddings",
@@ -222,6 +237,8 @@ pub const ROUTES: [&str; 15] = [
     "responses/{id}/input_items",
     "messages",
     "messages/count_tokens",
+    "audio/transcriptions",
+    "audio/translations",
     "rerank",
     "score",
     "tokenize",

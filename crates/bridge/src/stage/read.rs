@@ -15,8 +15,18 @@ use http_body_util::{BodyExt, Limited};
 use crate::body::BoxError;
 use crate::error::ApiError;
 
-/// JSON bodies only; a missing content type is accepted (many hand-written clients omit it).
-pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+/// JSON bodies only (multipart forms only, when `form`); a missing content type is accepted
+/// for JSON (many hand-written clients omit it).
+pub fn check_content_type(headers: &HeaderMap, form: bool) -> Result<(), ApiError> {
+    if form {
+        return match super::form::boundary(headers) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::unsupported_media_type_for(
+                "multipart/form-data with a boundary",
+                headers,
+            )),
+        };
+    }
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -30,7 +40,10 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json") {
         return Ok(());
     }
-    Err(ApiError::unsupported_media_type(essence))
+    Err(ApiError::unsupported_media_type_for(
+        "application/json",
+        headers,
+    ))
 }
 
 /// Reads the whole body within `timeout`, refusing it as soon as it exceeds `limit`.

@@ -48,6 +48,18 @@ pub struct RoutedBody {
     /// The `previous_response_id` of a Responses API request: the conversation lives on the
     /// replica that made it.
     previous: Option<Member>,
+    /// For a multipart form: the parts to cut out, and the `model` value to replace.
+    form: Option<Box<FormEdits>>,
+}
+
+/// What forwarding changes in a multipart form: whole parts cut out (the routing fields), and
+/// the bytes of the `model` part's value.
+#[derive(Debug, Default)]
+pub struct FormEdits {
+    /// Byte ranges of whole parts, delimiter line included.
+    pub cuts: Vec<std::ops::Range<usize>>,
+    /// The `model` part's value.
+    pub model: Option<std::ops::Range<usize>>,
 }
 
 impl From<JsonError> for ApiError {
@@ -109,6 +121,7 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
         stream,
         stream_options,
         previous,
+        form: None,
     })
 }
 
@@ -141,6 +154,7 @@ pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError
         stream,
         stream_options,
         previous: None,
+        form: None,
     })
 }
 
@@ -325,6 +339,16 @@ impl RoutedBody {
             stream: false,
             stream_options: false,
             previous: None,
+            form: None,
+        }
+    }
+
+    /// A multipart form routed by `routing`, forwarded with `edits` made.
+    pub fn form(routing: Routing, stream: bool, edits: FormEdits) -> Self {
+        RoutedBody {
+            stream,
+            form: Some(Box::new(edits)),
+            ..Self::untouched(routing)
         }
     }
 
@@ -361,6 +385,12 @@ impl RoutedBody {
         if let (Some(name), Some(m)) = (new_model, &self.model) {
             let encoded = serde_json::to_vec(name).unwrap_or_default();
             edits.push((m.value.clone(), Some(Bytes::from(encoded))));
+        }
+        if let Some(form) = &self.form {
+            edits.extend(form.cuts.iter().map(|cut| (cut.clone(), None)));
+            if let (Some(name), Some(value)) = (new_model, &form.model) {
+                edits.push((value.clone(), Some(Bytes::copy_from_slice(name.as_bytes()))));
+            }
         }
         if edits.is_empty() {
             return ReqBody::new([body.clone()]);
