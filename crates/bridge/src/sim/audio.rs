@@ -11,20 +11,25 @@ use serde_json::json;
 
 use super::{full, json_response, split, stream_response, SimBody, Step};
 
-/// A form's fields (file parts described, not kept), from a naive reading of `body`.
+/// A form's fields (file parts described by name and size, not kept), read from `body`'s bytes.
 fn fields(content_type: &str, body: &[u8]) -> BTreeMap<String, String> {
     let boundary = content_type
         .split(';')
         .find_map(|p| p.trim().strip_prefix("boundary="))
         .unwrap_or_default()
         .trim_matches('"');
-    let delimiter = format!("--{boundary}");
-    let text = String::from_utf8_lossy(body);
+    let delimiter = format!("\r\n--{boundary}");
+    // The first delimiter has no line break before it.
+    let mut starts = vec![0];
+    starts.extend(memchr::memmem::find_iter(body, delimiter.as_bytes()).map(|at| at + 2));
     let mut fields = BTreeMap::new();
-    for part in text.split(&delimiter).skip(1) {
-        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+    for pair in starts.windows(2) {
+        let part = &body[pair[0] + boundary.len() + 2..pair[1] - 2];
+        let Some(split) = memchr::memmem::find(part, b"\r\n\r\n") else {
             continue;
         };
+        let head = String::from_utf8_lossy(&part[..split]);
+        let value = &part[split + 4..];
         let attribute = |key: &str| {
             let at = head.find(&format!(" {key}=\""))? + key.len() + 3;
             Some(head[at..at + head[at..].find('"')?].to_string())
@@ -32,10 +37,9 @@ fn fields(content_type: &str, body: &[u8]) -> BTreeMap<String, String> {
         let Some(name) = attribute("name") else {
             continue;
         };
-        let value = value.strip_suffix("\r\n").unwrap_or(value);
         let value = match attribute("filename") {
             Some(file) => format!("{file}, {} bytes", value.len()),
-            None => value.to_string(),
+            None => String::from_utf8_lossy(value).into_owned(),
         };
         fields.insert(name, value);
     }
