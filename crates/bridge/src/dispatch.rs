@@ -110,6 +110,22 @@ fn route_for(path: &str) -> Option<Route<'_>> {
     by_model_in_path(path)
 }
 
+/// A route some deployment allows beyond Bridge's table (`extra_routes`); which deployment
+/// may take it is decided once the request is routed.
+fn extra_route<'p>(registry: &Registry, path: &'p str) -> Option<Route<'p>> {
+    let route = extra_path(path)?;
+    registry
+        .extra_routes
+        .contains(route)
+        .then_some(Route::Forward(Endpoint::Extra, None, None))
+}
+
+/// The path after `/v1/direct/` or `/v1/`.
+fn extra_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/direct/")
+        .or_else(|| path.strip_prefix("/v1/"))
+}
+
 /// The previous bridge's URL form, `/{model_id}/v1/chat/completions` (and `/completions`): the
 /// model's production deployment, whatever its kind.
 fn by_model_in_path(path: &str) -> Option<Route<'_>> {
@@ -157,7 +173,8 @@ where
         path
     };
     let method = request.method().clone();
-    let route = route_for(path);
+    let registry = state.registry();
+    let route = route_for(path).or_else(|| extra_route(&registry, path));
     // The client's dialect shapes its errors; Bridge's own routes speak OpenAI's.
     let dialect = dialect::of(match route {
         Some(Route::Forward(endpoint, ..)) => endpoint,
@@ -180,13 +197,16 @@ where
             if endpoint.methods().split(", ").any(|m| m == method.as_str()) =>
         {
             let mut ex = Exchange::new(
-                state.registry(),
+                registry,
                 request_id.clone(),
                 endpoint,
                 model_id.map(str::to_string),
             );
             ex.method = method.clone();
             ex.response_id = response_id.map(str::to_string);
+            if endpoint == Endpoint::Extra {
+                ex.extra_route = extra_path(path).map(str::to_string);
+            }
             forward(&state.upstream, ex, request).await
         }
         Some(Route::Forward(endpoint, ..)) => {
@@ -197,7 +217,6 @@ where
         }
         Some(Route::Health) => Ok(health(&state)),
         Some(Route::Metrics) => {
-            let registry = state.registry();
             if registry.public_metrics {
                 Ok(metrics::response(&registry))
             } else {

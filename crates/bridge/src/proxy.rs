@@ -98,6 +98,14 @@ where
         }
     };
     let deployment = resolve::resolve(registry, caller, &routed.routing)?;
+    if let Some(route) = &ex.extra_route {
+        if !deployment.extra_routes.contains(route) {
+            return Err(ApiError::unknown_route(format!(
+                "deployment '{}' of model '{}' does not allow the route '{route}'",
+                deployment.id, deployment.model_id
+            )));
+        }
+    }
     ex.pinned = match (
         pin.map(|base| affinity::replica_index(deployment, &base)),
         &ex.response_id,

@@ -544,3 +544,53 @@ async fn transcriptions_come_back_as_the_engine_wrote_them() {
         stream.text()
     );
 }
+
+#[tokio::test]
+async fn operators_can_allow_more_engine_routes_per_deployment() {
+    let engine = Capture::json(200, json!({"ok": true})).await;
+    let config = format!(
+        "[[models]]\nid = \"m\"\nproduction = \"d1\"\n\
+         [[models.deployments]]\nid = \"d1\"\nreplicas = [\"{0}\"]\nhealth_path = \"\"\nextra_routes = [\"audio/speech\"]\n\
+         [[models.deployments]]\nid = \"d2\"\nreplicas = [\"{0}\"]\nhealth_path = \"\"\n",
+        engine.server.base()
+    );
+    let bridge = Bridge::start(&config).await;
+    let speech = post(
+        &bridge.url("/v1/direct/audio/speech"),
+        routed(json!({"model": "tts", "input": "hi"})),
+    )
+    .await;
+    assert_eq!(speech.status, 200, "{}", speech.text());
+    assert_eq!(engine.last().path, "/v1/audio/speech");
+    assert!(engine.last().json().get("baseten").is_none());
+    // Another deployment of the same model does not allow it; no other path is allowed.
+    let mut pinned = routed(json!({"model": "tts"}));
+    pinned["baseten"]["deployment_id"] = json!("d2");
+    let refused = post(&bridge.url("/v1/audio/speech"), pinned).await;
+    assert_eq!(refused.status, 404, "{}", refused.text());
+    assert_eq!(refused.error()["code"], "unknown_route");
+    let other = post(
+        &bridge.url("/v1/audio/speech/../../slots"),
+        routed(json!({})),
+    )
+    .await;
+    assert_eq!(other.status, 404);
+    assert_eq!(
+        engine.count(),
+        1,
+        "only the allowed route reached the engine"
+    );
+    for bad in [
+        "../slots",
+        "/audio",
+        "audio/%2e%2e",
+        "chat/completions",
+        "responses/x",
+    ] {
+        let config = one_model("http://127.0.0.1:9/v1") + &format!("extra_routes = [\"{bad}\"]\n");
+        let error = bridge::config::Config::parse(&config, "t.toml")
+            .unwrap()
+            .validate("t.toml");
+        assert!(error.is_err(), "{bad} was accepted");
+    }
+}

@@ -43,6 +43,8 @@ pub enum Endpoint {
     Pooling,
     /// `POST classify`, at the engine's server root.
     Classify,
+    /// A route a deployment allows beyond this table (`extra_routes`), at `{replica}/{route}`.
+    Extra,
     /// `GET models` (asked of a replica for its model name; not forwarded).
     Models,
     /// A predict deployment's replica URL itself.
@@ -74,7 +76,7 @@ pub enum Target {
 
 impl Endpoint {
     /// Every route clients can call, in the order of their metrics labels.
-    pub const FORWARDED: [Endpoint; 17] = [
+    pub const FORWARDED: [Endpoint; 18] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -92,10 +94,11 @@ impl Endpoint {
         Endpoint::Detokenize,
         Endpoint::Pooling,
         Endpoint::Classify,
+        Endpoint::Extra,
     ];
 
     /// Every endpoint, in the order of their URIs in a replica.
-    pub const ALL: [Endpoint; 19] = [
+    pub const ALL: [Endpoint; 20] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -113,6 +116,7 @@ impl Endpoint {
         Endpoint::Detokenize,
         Endpoint::Pooling,
         Endpoint::Classify,
+        Endpoint::Extra,
         Endpoint::Models,
         Endpoint::Predict,
     ];
@@ -137,6 +141,7 @@ impl Endpoint {
             Endpoint::Detokenize => "detokenize",
             Endpoint::Pooling => "pooling",
             Endpoint::Classify => "classify",
+            Endpoint::Extra => "extra",
             Endpoint::Models => "models",
             Endpoint::Predict => "",
         }
@@ -156,7 +161,7 @@ impl Endpoint {
         }
         Self::FORWARDED
             .into_iter()
-            .find(|e| e.id_suffix().is_none() && e.client_path() == path)
+            .find(|e| e.id_suffix().is_none() && *e != Endpoint::Extra && e.client_path() == path)
             .map(|e| (e, None))
     }
 
@@ -186,7 +191,7 @@ impl Endpoint {
             Endpoint::Detokenize => Target::Root("/detokenize"),
             Endpoint::Pooling => Target::Root("/pooling"),
             Endpoint::Classify => Target::Root("/classify"),
-            Endpoint::Predict => Target::Base(""),
+            Endpoint::Predict | Endpoint::Extra => Target::Base(""),
             Endpoint::ChatCompletions => Target::Base("/chat/completions"),
             Endpoint::Completions => Target::Base("/completions"),
             Endpoint::Embeddings => Target::Base("/embeddings"),
@@ -227,7 +232,7 @@ impl Endpoint {
 }
 
 /// `route` label values, in the order of [`Endpoint::FORWARDED`].
-pub const ROUTES: [&str; 17] = [
+pub const ROUTES: [&str; 18] = [
     "chat/completions",
     "completions",
     "embeddings",
@@ -245,6 +250,7 @@ pub const ROUTES: [&str; 17] = [
     "detokenize",
     "pooling",
     "classify",
+    "extra",
 ];
 
 #[cfg(test)]
@@ -256,7 +262,7 @@ mod tests {
         for (i, endpoint) in Endpoint::FORWARDED.into_iter().enumerate() {
             assert_eq!(ROUTES[i], endpoint.client_path());
             assert_eq!(endpoint.metrics_index(), i);
-            if endpoint.id_suffix().is_none() {
+            if endpoint.id_suffix().is_none() && endpoint != Endpoint::Extra {
                 assert_eq!(
                     Endpoint::from_client_path(ROUTES[i]),
                     Some((endpoint, None))

@@ -254,6 +254,11 @@ pub struct DeploymentConfig {
     /// `[models.deployments.predict]`: how the predict adapter talks to this model (only for
     /// `api = "predict"`).
     pub predict: Option<PredictConfig>,
+    /// More engine routes this deployment's clients may call (`audio/speech`), beyond Bridge's
+    /// own table: `POST /v1/direct/{route}` goes to `{replica}/{route}`, routed and answered
+    /// as OpenAI's JSON routes are. Nothing else reaches the engine.
+    #[serde(default)]
+    pub extra_routes: Vec<String>,
 }
 
 /// Settings of the predict adapter for one deployment.

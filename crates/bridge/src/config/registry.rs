@@ -57,6 +57,8 @@ pub struct Registry {
     pub admin: Option<AdminSettings>,
     /// `/metrics` is served on the client listener (it always is on the admin listener).
     pub public_metrics: bool,
+    /// Every deployment's `extra_routes`: paths dispatch forwards (the deployment decides).
+    pub extra_routes: std::collections::BTreeSet<String>,
 }
 
 /// Validated `[admin]`.
@@ -126,6 +128,8 @@ pub struct Deployment {
     pub stats: Stats,
     /// The predict adapter's settings (`api = "predict"` only).
     pub predict: Option<super::predict::PredictSettings>,
+    /// Engine routes beyond Bridge's table that this deployment allows (`extra_routes`).
+    pub extra_routes: Vec<String>,
     /// The configuration it was built from (a reload with the same one keeps this deployment,
     /// its counters and queues).
     pub config: DeploymentConfig,
@@ -259,10 +263,16 @@ impl Replica {
         self.uris[endpoint as usize].clone()
     }
 
-    /// The replica's URI for `endpoint`, for the stored response `id` when it names one
-    /// (`{base}/responses/{id}/cancel`; the id is checked: no path of its own).
-    pub fn uri_for(&self, endpoint: Endpoint, id: Option<&str>) -> Uri {
-        match (endpoint.id_suffix(), id) {
+    /// The replica's URI for `endpoint`, with the request's own part of the path, `tail`: the
+    /// stored response's id (`{base}/responses/{id}/cancel`), or an extra route
+    /// (`{base}/{route}`). Both were checked: neither can be a path of its own.
+    pub fn uri_for(&self, endpoint: Endpoint, tail: Option<&str>) -> Uri {
+        if let (Endpoint::Extra, Some(route)) = (endpoint, tail) {
+            return format!("{}/{route}", self.base)
+                .parse()
+                .unwrap_or_else(|_| self.uri(endpoint));
+        }
+        match (endpoint.id_suffix(), tail) {
             (Some(suffix), Some(id)) => format!("{}/responses/{id}{suffix}", self.base)
                 .parse()
                 .unwrap_or_else(|_| self.uri(endpoint)),

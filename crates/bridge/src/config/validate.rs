@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 use tokio::sync::OnceCell;
 
+use super::endpoint::Endpoint;
 use super::file::*;
 use super::keys::{ApiKey, Keys};
 use super::registry::{
@@ -163,6 +164,11 @@ impl Config {
             key_labels: keys.labels(),
             unrouted: Stats::new(key_labels),
             response_ids: previous.map_or_else(Default::default, |p| p.response_ids.clone()),
+            extra_routes: models
+                .values()
+                .flat_map(|m| m.deployments.values())
+                .flat_map(|d| d.extra_routes.iter().cloned())
+                .collect(),
             listen,
             max_request_bytes,
             drain_timeout,
@@ -339,9 +345,37 @@ fn validate_deployment(
         reported_model: OnceCell::new(),
         stats: Stats::new(key_labels),
         predict,
+        extra_routes: extra_routes(&d.extra_routes)?,
         config: d.clone(),
         retiring: Default::default(),
     })
+}
+
+/// Checks a deployment's `extra_routes`: paths of `A-Z a-z 0-9 - _` segments (no `.`, no `%`,
+/// so none can climb to another path), none of Bridge's own.
+fn extra_routes(routes: &[String]) -> Result<Vec<String>, String> {
+    for route in routes {
+        let segment_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if route.len() > 128 || route.split('/').count() > 8 || !route.split('/').all(segment_ok) {
+            return Err(format!(
+                "extra_routes: '{route}' must be up to 8 segments of A-Z, a-z, 0-9, '-', '_' joined by '/' (no leading '/', no '.')"
+            ));
+        }
+        let own = Endpoint::from_client_path(route).is_some()
+            || route == "models"
+            || route.starts_with("models/")
+            || route.starts_with("responses/");
+        if own {
+            return Err(format!(
+                "extra_routes: '{route}' is one of Bridge's own routes"
+            ));
+        }
+    }
+    Ok(routes.to_vec())
 }
 
 /// The `Authorization` value for a deployment's engine, read from its variable or file now.

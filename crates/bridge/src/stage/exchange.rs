@@ -26,6 +26,8 @@ pub struct Exchange {
     pub method: Method,
     /// The stored response the URL names (`responses/{id}`), to be reached where it was made.
     pub response_id: Option<String>,
+    /// The path of an extra route (a deployment's `extra_routes`).
+    pub extra_route: Option<String>,
     /// The caller's key label (0: no key).
     pub key: usize,
     /// The replica the request must reach (it holds the response the request names), by index.
@@ -58,6 +60,7 @@ impl Exchange {
             response_id: None,
             pinned: None,
             key: 0,
+            extra_route: None,
             deployment: None,
             record,
         }

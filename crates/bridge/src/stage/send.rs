@@ -85,7 +85,8 @@ pub async fn send(
         }
         record.set_replica(index);
         let in_flight = InFlight::new(replica.state.clone());
-        let uri = replica.uri_for(endpoint, ex.response_id.as_deref());
+        let tail = ex.response_id.as_deref().or(ex.extra_route.as_deref());
+        let uri = replica.uri_for(endpoint, tail);
         let request = build_request(ex.method.clone(), uri, headers, body);
         let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
             let left = d.saturating_duration_since(tokio::time::Instant::now());
