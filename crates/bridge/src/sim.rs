@@ -148,23 +148,23 @@ async fn handle(
                 }
                 match other_api(p).unwrap_or_default() {
                     "responses" => responses_api::responses(config, &engine.store, &body).await,
-                    "messages" => apis::messages(&config, &body).await,
+                    "messages" => apis::messages(config, &body).await,
                     "count_tokens" => apis::count_tokens(&body),
-                    "rerank" => apis::rerank(&config, &body),
-                    "score" => apis::score(&config, &body),
+                    "rerank" => apis::rerank(config, &body),
+                    "score" => apis::score(config, &body),
                     "tokenize" => apis::tokenize(&body),
                     "detokenize" => apis::detokenize(&body),
-                    "classify" => apis::pooling(&config, &body, true),
-                    _ => apis::pooling(&config, &body, false),
+                    "classify" => apis::pooling(config, &body, true),
+                    _ => apis::pooling(config, &body, false),
                 }
             }
             Err(r) => r,
         },
         (Method::POST, p) if p.ends_with("/chat/completions") => {
-            generate(&config, req, Kind::Chat).await
+            generate(config, req, Kind::Chat).await
         }
         (Method::POST, p) if p.ends_with("/completions") => {
-            generate(&config, req, Kind::Completion).await
+            generate(config, req, Kind::Completion).await
         }
         (Method::POST, p) if p.ends_with("/embeddings") => match read_json(req).await {
             Ok((body, _)) => json_response(StatusCode::OK, &embeddings(&body, &config.model)),
