@@ -105,6 +105,14 @@ def test_count_tokens(claude):
         ("sk-e2e", {"simulate": {"status": 429}}, anthropic.RateLimitError),
         ("sk-e2e", {"simulate": {"status": 500}}, anthropic.InternalServerError),
         ("sk-e2e", {"baseten": {"model_id": "llama", "deployment_id": "down"}}, anthropic.InternalServerError),
+        ("sk-e2e", {"simulate": {"status": 422}}, anthropic.UnprocessableEntityError),
+        ("sk-e2e", {"simulate": {"status": 503}}, anthropic.ServiceUnavailableError),
+        (
+            "sk-e2e",
+            {"baseten": {"model_id": "llama", "deployment_id": "slow"}, "simulate": {"delay_ms": 2000}},
+            anthropic.GatewayTimeoutError,
+        ),
+        ("sk-e2e", {"padding": "x" * (2 << 20)}, anthropic.ContentTooLargeError),
     ],
 )
 def test_every_error_is_the_sdks_own_class(bridge, key, extra, error):
