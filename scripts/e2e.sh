@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the end-to-end suite: real `bridge` processes driven by the official OpenAI Python SDK.
+# Runs the end-to-end suite: real `bridge` processes driven by the official OpenAI and Anthropic
+# Python SDKs.
 # Creates .venv with the pinned packages from tests/e2e/requirements.txt when needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Bridge's whole test suite on a fresh machine, installing what it needs:
 # formatting and lints, the Rust unit and integration tests, and the end-to-end suite that
-# drives Bridge with the official OpenAI Python SDK (pinned, in a project-local venv).
+# drives Bridge with the official OpenAI and Anthropic Python SDKs (pinned, in a project-local venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +19,5 @@ cargo deny --log-level error check licenses bans sources
 echo "== Rust tests (unit, integration over loopback sockets)"
 cargo test --locked
 
-echo "== end-to-end tests (official OpenAI Python SDK)"
+echo "== end-to-end tests (official OpenAI and Anthropic Python SDKs)"
 scripts/e2e.sh
