@@ -11,7 +11,7 @@
 //! | 1. config | [`config`] | the operator's file, its defaults, the validated [`config::registry`], replica state and stats, keys, [`config::live`] reloads |
 //! | 2. upstream, observe | [`upstream`], [`observe`] | the pool and client to engines, health checks; usage reading, what a request did, `/metrics` |
 //! | 3. stages, relay | [`stage`], [`relay`] | authenticate, read, route, resolve, pick, send; the body a client receives |
-//! | 4. adapters | [`dialect`], [`engine`] | the two axes: what the client speaks, what the deployment speaks |
+//! | 4. adapters | [`dialect`], [`engine`] | the two axes: what the client speaks (OpenAI, Responses, Anthropic, audio forms), what the deployment speaks (OpenAI-compatible, predict) |
 //! | 5. pipeline | [`proxy`] | the stages run in order over one [`stage::exchange::Exchange`] |
 //! | 6. dispatch | [`dispatch`] | method and path → route; health and model list |
 //! | 7. serving | [`server`], [`app`], [`admin`], [`sim`], [`demo`] | connections, workers, the admin API, the simulated engine |
