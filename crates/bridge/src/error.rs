@@ -350,26 +350,6 @@ impl ApiError {
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
 
-    /// The envelope as one in-band SSE event (`data: {...}` and a blank line).
-    pub fn sse_data(&self) -> Bytes {
-        self.sse_with_tail(b"\n\n")
-    }
-
-    /// The envelope as an in-band SSE event followed by the end-of-stream marker, for failures
-    /// after streaming began: the SDKs raise `APIError` for it instead of ending silently.
-    pub fn sse_event(&self) -> Bytes {
-        self.sse_with_tail(b"\n\ndata: [DONE]\n\n")
-    }
-
-    fn sse_with_tail(&self, tail: &[u8]) -> Bytes {
-        let body = self.body();
-        let mut out = Vec::with_capacity(body.len() + 6 + tail.len());
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(tail);
-        Bytes::from(out)
-    }
-
     /// The HTTP response for this error, in any body type that can hold bytes.
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let body = self.body();

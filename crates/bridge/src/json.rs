@@ -10,6 +10,10 @@
 
 use std::ops::Range;
 
+use serde_json::Value;
+
+use crate::error::ApiError;
+
 /// Deepest nesting accepted. Python's `json` (vLLM, SGLang) stops near 1,000; serde_json at 128.
 pub const MAX_DEPTH: usize = 512;
 
@@ -332,6 +336,25 @@ fn skip_number(b: &[u8], start: usize) -> Result<usize, JsonError> {
         i = next;
     }
     Ok(i)
+}
+
+/// A client mistake in a body is a 400 naming it.
+impl From<JsonError> for ApiError {
+    fn from(e: JsonError) -> Self {
+        ApiError::bad_request(e.to_string()).with_code("invalid_json")
+    }
+}
+
+/// What kind of JSON value `v` is, for messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,10 @@
 //! find event ends first. These are the few primitives every stream adapter shares; none of them
 //! copies more than the data lines it is asked for.
 
+use bytes::Bytes;
+
+use crate::error::ApiError;
+
 /// Largest single event accepted from an engine (a chunk with top logprobs can be large, but an
 /// event that never ends must not grow memory without bound).
 pub const MAX_EVENT_BYTES: usize = 8 << 20;
@@ -44,4 +48,27 @@ pub fn first_data(event: &[u8]) -> Option<&[u8]> {
         let rest = line.strip_prefix(b"data:")?;
         Some(rest.strip_prefix(b" ").unwrap_or(rest))
     })
+}
+
+/// Errors as OpenAI stream events.
+impl ApiError {
+    /// The envelope as one in-band SSE event (`data: {...}` and a blank line).
+    pub fn sse_data(&self) -> Bytes {
+        self.sse_with_tail(b"\n\n")
+    }
+
+    /// The envelope as an in-band SSE event followed by the end-of-stream marker, for failures
+    /// after streaming began: the SDKs raise `APIError` for it instead of ending silently.
+    pub fn sse_event(&self) -> Bytes {
+        self.sse_with_tail(b"\n\ndata: [DONE]\n\n")
+    }
+
+    fn sse_with_tail(&self, tail: &[u8]) -> Bytes {
+        let body = self.body();
+        let mut out = Vec::with_capacity(body.len() + 6 + tail.len());
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&body);
+        out.extend_from_slice(tail);
+        Bytes::from(out)
+    }
 }

@@ -97,29 +97,17 @@ impl Endpoint {
         Endpoint::Extra,
     ];
 
-    /// Every endpoint, in the order of their URIs in a replica.
-    pub const ALL: [Endpoint; 20] = [
-        Endpoint::ChatCompletions,
-        Endpoint::Completions,
-        Endpoint::Embeddings,
-        Endpoint::Responses,
-        Endpoint::ResponseItem,
-        Endpoint::ResponseCancel,
-        Endpoint::ResponseInputItems,
-        Endpoint::Messages,
-        Endpoint::CountTokens,
-        Endpoint::Transcriptions,
-        Endpoint::Translations,
-        Endpoint::Rerank,
-        Endpoint::Score,
-        Endpoint::Tokenize,
-        Endpoint::Detokenize,
-        Endpoint::Pooling,
-        Endpoint::Classify,
-        Endpoint::Extra,
-        Endpoint::Models,
-        Endpoint::Predict,
-    ];
+    /// Every endpoint, in the order of their URIs in a replica (their declaration order).
+    pub const ALL: [Endpoint; 20] = {
+        let mut all = [Endpoint::Models; 20];
+        let mut i = 0;
+        while i < Self::FORWARDED.len() {
+            all[i] = Self::FORWARDED[i];
+            i += 1;
+        }
+        all[19] = Endpoint::Predict;
+        all
+    };
 
     /// The client's path after `/v1/direct` or `/v1`, which is also the `route` label.
     pub fn client_path(self) -> &'static str {
@@ -253,6 +241,33 @@ pub const ROUTES: [&str; 18] = [
     "extra",
 ];
 
+/// Checks a deployment's `extra_routes`: paths of `A-Z a-z 0-9 - _` segments (no `.`, no `%`,
+/// so none can climb to another path), none of Bridge's own.
+pub fn check_extra_routes(routes: &[String]) -> Result<Vec<String>, String> {
+    for route in routes {
+        let segment_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if route.len() > 128 || route.split('/').count() > 8 || !route.split('/').all(segment_ok) {
+            return Err(format!(
+                "extra_routes: '{route}' must be up to 8 segments of A-Z, a-z, 0-9, '-', '_' joined by '/' (no leading '/', no '.')"
+            ));
+        }
+        let own = Endpoint::from_client_path(route).is_some()
+            || route == "models"
+            || route.starts_with("models/")
+            || route.starts_with("responses/");
+        if own {
+            return Err(format!(
+                "extra_routes: '{route}' is one of Bridge's own routes"
+            ));
+        }
+    }
+    Ok(routes.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +283,12 @@ mod tests {
                     Some((endpoint, None))
                 );
             }
+        }
+        for (i, endpoint) in Endpoint::ALL.into_iter().enumerate() {
+            assert_eq!(
+                endpoint as usize, i,
+                "{endpoint:?}: replicas index URIs by it"
+            );
         }
         let stored = Endpoint::from_client_path("responses/resp_1/cancel");
         assert_eq!(stored, Some((Endpoint::ResponseCancel, Some("resp_1"))));

@@ -114,3 +114,27 @@ impl Keys {
         found
     }
 }
+
+/// Reads a secret from a literal, an environment variable or a file (exactly one of them).
+pub fn secret(
+    what: &str,
+    literal: Option<&str>,
+    env: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<String>, String> {
+    let value = match (literal, env, file) {
+        (None, None, None) => return Ok(None),
+        (Some(v), None, None) => v.to_string(),
+        (None, Some(var), None) => std::env::var(var)
+            .map_err(|_| format!("{what}: environment variable {var} is not set"))?,
+        (None, None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{what}: cannot read {path}: {e}"))?
+            .trim()
+            .to_string(),
+        _ => return Err(format!("{what}: give only one source for the key")),
+    };
+    if value.is_empty() {
+        return Err(format!("{what}: the key is empty"));
+    }
+    Ok(Some(value))
+}

@@ -9,38 +9,14 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 use tokio::sync::OnceCell;
 
-use super::endpoint::Endpoint;
+use super::endpoint::check_extra_routes;
 use super::file::*;
-use super::keys::{ApiKey, Keys};
+use super::keys::{secret, ApiKey, Keys};
 use super::registry::{
     AdminSettings, Deployment, HealthCheck, Model, Registry, Replica, Wake, MAX_ID_LEN,
 };
 use super::state::{Limiter, RetryBudget};
 use crate::config::stats::Stats;
-
-/// Reads a secret from a literal, an environment variable or a file (exactly one of them).
-fn secret(
-    what: &str,
-    literal: Option<&str>,
-    env: Option<&str>,
-    file: Option<&str>,
-) -> Result<Option<String>, String> {
-    let value = match (literal, env, file) {
-        (None, None, None) => return Ok(None),
-        (Some(v), None, None) => v.to_string(),
-        (None, Some(var), None) => std::env::var(var)
-            .map_err(|_| format!("{what}: environment variable {var} is not set"))?,
-        (None, None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| format!("{what}: cannot read {path}: {e}"))?
-            .trim()
-            .to_string(),
-        _ => return Err(format!("{what}: give only one source for the key")),
-    };
-    if value.is_empty() {
-        return Err(format!("{what}: the key is empty"));
-    }
-    Ok(Some(value))
-}
 
 /// Ids appear in URLs (`/v1/models/{id}`), so they are limited to URL-unreserved characters:
 /// no client has to percent-encode them.
@@ -345,37 +321,10 @@ fn validate_deployment(
         reported_model: OnceCell::new(),
         stats: Stats::new(key_labels),
         predict,
-        extra_routes: extra_routes(&d.extra_routes)?,
+        extra_routes: check_extra_routes(&d.extra_routes)?,
         config: d.clone(),
         retiring: Default::default(),
     })
-}
-
-/// Checks a deployment's `extra_routes`: paths of `A-Z a-z 0-9 - _` segments (no `.`, no `%`,
-/// so none can climb to another path), none of Bridge's own.
-fn extra_routes(routes: &[String]) -> Result<Vec<String>, String> {
-    for route in routes {
-        let segment_ok = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        if route.len() > 128 || route.split('/').count() > 8 || !route.split('/').all(segment_ok) {
-            return Err(format!(
-                "extra_routes: '{route}' must be up to 8 segments of A-Z, a-z, 0-9, '-', '_' joined by '/' (no leading '/', no '.')"
-            ));
-        }
-        let own = Endpoint::from_client_path(route).is_some()
-            || route == "models"
-            || route.starts_with("models/")
-            || route.starts_with("responses/");
-        if own {
-            return Err(format!(
-                "extra_routes: '{route}' is one of Bridge's own routes"
-            ));
-        }
-    }
-    Ok(routes.to_vec())
 }
 
 /// The `Authorization` value for a deployment's engine, read from its variable or file now.

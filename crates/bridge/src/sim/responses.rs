@@ -3,7 +3,10 @@
 //! clients and schema validators accept them.
 
 use base64::Engine as _;
+use bytes::Bytes;
 use serde_json::{json, Value};
+
+use super::{Kind, Step};
 
 /// What one simulated answer is made of.
 #[derive(Debug, Clone)]
@@ -193,4 +196,52 @@ pub(crate) fn engine_error(status: u16, message: &str, flat: bool) -> Value {
     } else {
         json!({"error": inner})
     }
+}
+
+/// The events of one stream, with any requested fault in place.
+pub(super) fn stream_plan(
+    answer: &Answer,
+    kind: Kind,
+    include_usage: bool,
+    sim: &Value,
+) -> Vec<Step> {
+    let event = |v: Value| Step::Send(Bytes::from(format!("data: {v}\n\n")));
+    let fail_after = sim["fail_after"].as_u64().map(|n| n as usize);
+    let error_after = sim["error_after"].as_u64().map(|n| n as usize);
+    let mut plan = Vec::new();
+    for (i, piece) in answer.pieces.iter().enumerate() {
+        if fail_after == Some(i) {
+            plan.push(Step::Abort);
+            return plan;
+        }
+        if error_after == Some(i) {
+            plan.push(event(engine_error(
+                500,
+                "simulated in-band error",
+                sim["flat_error"] == true,
+            )));
+            plan.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
+            return plan;
+        }
+        plan.push(event(match kind {
+            Kind::Chat => answer.chat_chunk(Some(piece), i == 0, include_usage),
+            Kind::Completion => answer.completion_chunk(Some(piece), include_usage),
+        }));
+    }
+    plan.push(event(match kind {
+        Kind::Chat => answer.chat_chunk(None, answer.pieces.is_empty(), include_usage),
+        Kind::Completion => answer.completion_chunk(None, include_usage),
+    }));
+    if include_usage {
+        let object = if kind == Kind::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        plan.push(event(answer.usage_chunk(object)));
+    }
+    if sim["no_done"] != true {
+        plan.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
+    }
+    plan
 }

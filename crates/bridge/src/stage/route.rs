@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::body::ReqBody;
 use crate::config::registry::MAX_ID_LEN;
 use crate::error::{ApiError, ROUTING_HINT};
-use crate::json::{scan_members, JsonError, Member};
+use crate::json::{scan_members, type_name, JsonError, Member};
 
 /// The member added to streams when Bridge asks the engine for usage.
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
@@ -60,12 +60,6 @@ pub struct FormEdits {
     pub cuts: Vec<std::ops::Range<usize>>,
     /// The `model` part's value.
     pub model: Option<std::ops::Range<usize>>,
-}
-
-impl From<JsonError> for ApiError {
-    fn from(e: JsonError) -> Self {
-        ApiError::bad_request(e.to_string()).with_code("invalid_json")
-    }
 }
 
 /// Scans `body` and extracts the routing. Every client mistake is a 400 naming the field.
@@ -289,7 +283,6 @@ pub fn from_headers(headers: &HeaderMap) -> Option<Result<Routing, ApiError>> {
     })();
     Some(routed)
 }
-
 /// `Some` when `model` is a string starting with `baseten/`.
 fn from_model_name(raw: &[u8]) -> Option<Result<Routing, ApiError>> {
     if !raw.starts_with(b"\"baseten/") {
@@ -309,17 +302,6 @@ fn from_model_name(raw: &[u8]) -> Option<Result<Routing, ApiError>> {
             from_model_name: true,
         });
     Some(checked)
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 impl RoutedBody {
