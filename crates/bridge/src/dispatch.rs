@@ -207,6 +207,10 @@ where
             if endpoint == Endpoint::Extra {
                 ex.extra_route = extra_path(path).map(str::to_string);
             }
+            // Stored responses (pagination of input items) and extra routes take a query.
+            if endpoint == Endpoint::Extra || response_id.is_some() {
+                ex.query = request.uri().query().map(str::to_string);
+            }
             forward(&state.upstream, ex, request).await
         }
         Some(Route::Forward(endpoint, ..)) => {

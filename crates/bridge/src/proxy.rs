@@ -78,6 +78,7 @@ where
     let caller = auth::authenticate(&registry.keys, request.headers(), dialect.takes_x_api_key())?;
     ex.record.set_key(caller.label());
     ex.key = caller.label();
+    ex.owner = caller.owner();
     let (parts, body) = request.into_parts();
     if ex.response_id.is_none() {
         read::check_content_type(&parts.headers, dialect.takes_form())?;
@@ -90,14 +91,16 @@ where
     )
     .await?;
     let (routed, pin) = match ex.response_id.as_deref() {
-        Some(id) => affinity::route_stored(registry, id, ex.key, &parts.headers)?,
+        Some(id) => affinity::route_stored(registry, id, &ex.owner, &parts.headers)?,
         None => {
             let mut routed = dialect.route(&body, &parts.headers, ex.path_model.as_deref())?;
-            let pin = affinity::pin_previous(registry, &mut routed, &body, ex.key);
+            let pin = affinity::pin_previous(registry, &mut routed, &body, &ex.owner)?;
             (routed, pin)
         }
     };
-    let deployment = resolve::resolve(registry, caller, &routed.routing)?;
+    // A stored response stays reachable while its deployment drains.
+    let stored = ex.response_id.is_some();
+    let deployment = resolve::resolve(registry, caller, &routed.routing, stored)?;
     if let Some(route) = &ex.extra_route {
         if !deployment.extra_routes.contains(route) {
             return Err(ApiError::unknown_route(format!(

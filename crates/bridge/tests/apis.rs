@@ -594,3 +594,118 @@ async fn operators_can_allow_more_engine_routes_per_deployment() {
         assert!(error.is_err(), "{bad} was accepted");
     }
 }
+
+#[tokio::test]
+async fn forms_whose_first_parts_route_are_cut_cleanly() {
+    let engine = Capture::json(200, json!({"text": "ok"})).await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    let url = bridge.url("/v1/audio/transcriptions");
+    let (ct, body) = form(
+        &[
+            ("baseten[model_id]", "m"),
+            ("baseten[deployment_id]", "d1"),
+            ("model", "w"),
+        ],
+        b"x",
+    );
+    let reply = send(
+        http::Method::POST,
+        &url,
+        body,
+        &[("content-type", ct.as_str())],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (_, expected) = form(&[("model", "w")], b"x");
+    assert!(engine.last().body == expected, "{:?}", engine.last().body);
+    let (ct, body) = form(
+        &[("baseten[deployment_id]", "d1"), ("model", "baseten/m")],
+        b"x",
+    );
+    let half = send(
+        http::Method::POST,
+        &url,
+        body,
+        &[("content-type", ct.as_str())],
+    )
+    .await;
+    assert_eq!(
+        half.status,
+        400,
+        "a deployment without its model: {}",
+        half.text()
+    );
+}
+
+#[tokio::test]
+async fn another_keys_response_is_reached_by_no_route() {
+    let (_a, _b, bridge) = two_replicas().await;
+    let mine = post_with(
+        &bridge.url("/v1/responses"),
+        routed(json!({"model": "x", "input": "hi"})),
+        &[KEY],
+    )
+    .await;
+    let id = mine.json()["id"].as_str().unwrap().to_string();
+    let other = ("authorization", "Bearer sk-other");
+    let by_header = get(
+        &bridge.url(&format!("/v1/responses/{id}")),
+        &[other, ("x-baseten-model-id", "m")],
+    )
+    .await;
+    assert_eq!(by_header.status, 404);
+    assert_eq!(by_header.error()["code"], "response_not_found");
+    let follow = post_with(
+        &bridge.url("/v1/responses"),
+        routed(json!({"model": "x", "input": "go on", "previous_response_id": id})),
+        &[other],
+    )
+    .await;
+    assert_eq!(follow.status, 404, "{}", follow.text());
+    assert_eq!(follow.error()["param"], "previous_response_id");
+}
+
+#[tokio::test]
+async fn stored_routes_forward_the_query_and_ids_are_found_past_the_first_frame() {
+    let engine = Capture::start(|captured: Captured| async move {
+        if captured.method == http::Method::POST {
+            // The id comes in the second frame of the answer.
+            let (tx, body) = channel_body();
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Ok(bytes::Bytes::from_static(
+                        b"{\"object\": \"response\", ",
+                    )))
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let _ = tx
+                    .send(Ok(bytes::Bytes::from_static(
+                        b"\"id\": \"resp_split\", \"status\": \"completed\"}",
+                    )))
+                    .await;
+            });
+            return http::Response::builder()
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap();
+        }
+        json_response(200, &json!({"object": "list", "data": []}))
+    })
+    .await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    let created = post(
+        &bridge.url("/v1/responses"),
+        routed(json!({"model": "x", "input": "hi"})),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let items = get(
+        &bridge.url("/v1/responses/resp_split/input_items?after=msg_1&limit=2"),
+        &[],
+    )
+    .await;
+    assert_eq!(items.status, 200, "the id was learned: {}", items.text());
+    let seen = engine.last();
+    assert_eq!(seen.path, "/v1/responses/resp_split/input_items");
+    assert_eq!(seen.query.as_deref(), Some("after=msg_1&limit=2"));
+}

@@ -219,3 +219,50 @@ async fn a_client_that_half_closes_is_answered_when_half_close_is_on() {
     let off = Bridge::start(&one_model(&engine.base())).await;
     assert_eq!(half_closed_exchange(off.addr).await, "");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_while_parked_frees_its_place() {
+    let dead = closed_port().await;
+    let bridge =
+        Bridge::start(&(one_model(&dead) + "wake_timeout_ms = 1500\nmax_parked = 1\n")).await;
+    let url = bridge.url("/v1/direct/chat/completions");
+    // The only place in the queue, taken by a client that gives up.
+    let _ = tokio::time::timeout(Duration::from_millis(300), post(&url, chat("m"))).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply = post(&url, chat("m")).await;
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.text().contains("did not become ready in time"),
+        "the place was not given back: {}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn stored_responses_stay_their_keys_across_a_reload_that_renumbers_keys() {
+    let engine = Sim::start().await;
+    let (dir, path, _) = write_config(&engine.base());
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[[auth.keys]]\nname = \"client\"",
+        "[[auth.keys]]\nname = \"first\"\nkey = \"sk-first\"\n\n[[auth.keys]]\nname = \"client\"",
+    );
+    write(&path, text.as_bytes());
+    let (bridge, _admin) = start_from_file(&path).await;
+    let first = ("authorization", "Bearer sk-first");
+    let request = json!({"model": "x", "input": "hi", "baseten": {"model_id": "m"}});
+    let made = post_with(&bridge.url("/v1/responses"), request, &[first]).await;
+    let id = made.json()["id"].as_str().unwrap().to_string();
+    // Without the first key, the client key is the first in the file.
+    write(
+        &path,
+        text.replace(
+            "[[auth.keys]]\nname = \"first\"\nkey = \"sk-first\"\n\n",
+            "",
+        )
+        .as_bytes(),
+    );
+    tokio::time::sleep(WATCHED).await;
+    let theirs = get(&bridge.url(&format!("/v1/responses/{id}")), &[CLIENT]).await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text());
+    std::fs::remove_dir_all(dir).unwrap();
+}

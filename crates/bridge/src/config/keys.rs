@@ -71,6 +71,15 @@ impl Caller<'_> {
         }
     }
 
+    /// Who owns what this caller makes (stored responses): the key's digest, which neither a
+    /// reload nor a renaming changes; all zeros without a key.
+    pub fn owner(&self) -> [u8; 32] {
+        match self {
+            Caller::Anonymous => [0; 32],
+            Caller::Key(key) => key.digest,
+        }
+    }
+
     /// Name for logs; never the key.
     pub fn name(&self) -> &str {
         match self {

@@ -266,18 +266,18 @@ impl Replica {
     /// The replica's URI for `endpoint`, with the request's own part of the path, `tail`: the
     /// stored response's id (`{base}/responses/{id}/cancel`), or an extra route
     /// (`{base}/{route}`). Both were checked: neither can be a path of its own.
-    pub fn uri_for(&self, endpoint: Endpoint, tail: Option<&str>) -> Uri {
-        if let (Endpoint::Extra, Some(route)) = (endpoint, tail) {
-            return format!("{}/{route}", self.base)
-                .parse()
-                .unwrap_or_else(|_| self.uri(endpoint));
-        }
-        match (endpoint.id_suffix(), tail) {
-            (Some(suffix), Some(id)) => format!("{}/responses/{id}{suffix}", self.base)
-                .parse()
-                .unwrap_or_else(|_| self.uri(endpoint)),
-            _ => self.uri(endpoint),
-        }
+    /// `query`, the client's, follows such a path as it came (it cannot change the path).
+    pub fn uri_for(&self, endpoint: Endpoint, tail: Option<&str>, query: Option<&str>) -> Uri {
+        let path = match (endpoint, endpoint.id_suffix(), tail) {
+            (Endpoint::Extra, _, Some(route)) => format!("{}/{route}", self.base),
+            (_, Some(suffix), Some(id)) => format!("{}/responses/{id}{suffix}", self.base),
+            _ => return self.uri(endpoint),
+        };
+        let uri = match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        uri.parse().unwrap_or_else(|_| self.uri(endpoint))
     }
 }
 

@@ -26,8 +26,19 @@ pub struct Made {
     pub deployment_id: String,
     /// The replica that holds it, by base URL (indexes change across reloads; URLs do not).
     pub replica: String,
-    /// The key label of the caller it belongs to (0: no key): another key never reaches it.
-    pub key: usize,
+    /// The digest of the key it belongs to (zeros: no key): another key never reaches it.
+    pub owner: [u8; 32],
+}
+
+/// What the map knows of an id, for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Made for this key, here.
+    Mine(Made),
+    /// Made for another key: to this one, it must look unknown, and reach nothing.
+    Theirs,
+    /// Never seen, or forgotten.
+    Unknown,
 }
 
 /// Response ids and where each was made.
@@ -80,11 +91,17 @@ impl ResponseIds {
         }
     }
 
-    /// Where `id` was made, if it is known and belongs to `key`.
-    pub fn find(&self, id: &str, key: usize) -> Option<Made> {
-        let inner = self.inner.lock().ok()?;
-        let (made, at) = inner.by_id.get(id)?;
-        (made.key == key && at.elapsed() <= RESPONSE_ID_TTL).then(|| made.clone())
+    /// Where `id` was made, if it is known; whether it belongs to `owner` or to another key.
+    pub fn find(&self, id: &str, owner: &[u8; 32]) -> Found {
+        let Ok(inner) = self.inner.lock() else {
+            return Found::Unknown;
+        };
+        match inner.by_id.get(id) {
+            Some((_, at)) if at.elapsed() > RESPONSE_ID_TTL => Found::Unknown,
+            Some((made, _)) if made.owner == *owner => Found::Mine(made.clone()),
+            Some(_) => Found::Theirs,
+            None => Found::Unknown,
+        }
     }
 
     /// Ids remembered now.
@@ -102,12 +119,12 @@ impl ResponseIds {
 mod tests {
     use super::*;
 
-    fn made(key: usize) -> Made {
+    fn made(owner: u8) -> Made {
         Made {
             model_id: "m".into(),
             deployment_id: "d".into(),
             replica: "http://r/v1".into(),
-            key,
+            owner: [owner; 32],
         }
     }
 
@@ -115,12 +132,12 @@ mod tests {
     fn ids_are_found_by_their_own_key_only() {
         let ids = ResponseIds::default();
         ids.learn("resp_1", made(1));
-        assert_eq!(ids.find("resp_1", 1), Some(made(1)));
-        assert_eq!(ids.find("resp_1", 2), None, "another key's response");
-        assert_eq!(ids.find("resp_2", 1), None);
+        assert_eq!(ids.find("resp_1", &[1; 32]), Found::Mine(made(1)));
+        assert_eq!(ids.find("resp_1", &[2; 32]), Found::Theirs);
+        assert_eq!(ids.find("resp_2", &[1; 32]), Found::Unknown);
         for bad in ["", "../slots", "a/b", "a%2Fb", "a.b"] {
             ids.learn(bad, made(1));
-            assert_eq!(ids.find(bad, 1), None, "{bad}");
+            assert_eq!(ids.find(bad, &[1; 32]), Found::Unknown, "{bad}");
         }
     }
 
@@ -131,9 +148,12 @@ mod tests {
             ids.learn(&format!("resp_{i}"), made(0));
         }
         assert_eq!(ids.len(), MAX_RESPONSE_IDS);
-        assert_eq!(ids.find("resp_0", 0), None, "the oldest went first");
-        assert!(ids
-            .find(&format!("resp_{}", MAX_RESPONSE_IDS + 9), 0)
-            .is_some());
+        assert_eq!(
+            ids.find("resp_0", &[0; 32]),
+            Found::Unknown,
+            "the oldest went first"
+        );
+        let newest = format!("resp_{}", MAX_RESPONSE_IDS + 9);
+        assert!(matches!(ids.find(&newest, &[0; 32]), Found::Mine(_)));
     }
 }

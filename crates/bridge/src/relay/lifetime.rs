@@ -43,6 +43,8 @@ pub struct EngineBody {
     cut: Option<Arc<Cut>>,
     /// For a Responses API answer: where it was made, to be remembered by its id.
     learn: Option<Box<Learner>>,
+    /// Bytes of the answer searched for its id so far.
+    learn_scanned: usize,
 }
 
 /// Remembers where a Responses API response was made, once its id is seen.
@@ -54,14 +56,17 @@ pub struct Learner {
     pub made: Made,
 }
 
+/// How much of a whole answer is searched for its id (it leads the object).
+const ID_SEARCH_BYTES: usize = 8 << 10;
+
 impl Learner {
     /// Learns the response id in `bytes`: the first `"id"` string (a whole response starts with
     /// it; in a stream, the `response.created` event's response holds it). False if none.
-    pub fn learn_from(self, bytes: &[u8]) -> bool {
+    pub fn learn_from(&self, bytes: &[u8]) -> bool {
         let Some(id) = first_id(bytes) else {
             return false;
         };
-        self.ids.learn(id, self.made);
+        self.ids.learn(id, self.made.clone());
         true
     }
 }
@@ -106,9 +111,15 @@ impl Body for EngineBody {
                 return Poll::Pending;
             }
         };
-        if let (Some(Ok(frame)), true) = (&frame, self.learn.is_some()) {
-            if let (Some(learner), Some(data)) = (self.learn.take(), frame.data_ref()) {
-                learner.learn_from(data);
+        if let (Some(Ok(frame)), Some(learner)) = (&frame, &self.learn) {
+            // The id leads the answer, but its first frame may end before it: kept looking
+            // for a few KiB (a frame cut inside the id itself is not pieced together).
+            let data = frame.data_ref().map_or(&[][..], |d| &d[..]);
+            let (found, len) = (learner.learn_from(data), data.len());
+            let this = &mut *self;
+            this.learn_scanned += len;
+            if found || this.learn_scanned > ID_SEARCH_BYTES {
+                this.learn = None;
             }
         }
         match &frame {
@@ -178,6 +189,7 @@ impl EngineBody {
             usage_tail: None,
             cut: None,
             learn: None,
+            learn_scanned: 0,
         }
     }
 

@@ -10,26 +10,31 @@ use http::HeaderMap;
 
 use super::route::{from_headers, RoutedBody, Routing};
 use crate::config::registry::{Deployment, Registry};
+use crate::config::response_ids::Found;
 use crate::error::ApiError;
 
 /// How a stored response's route is routed, and the replica (by base URL) that holds it.
 pub fn route_stored(
     registry: &Registry,
     id: &str,
-    key: usize,
+    owner: &[u8; 32],
     headers: &HeaderMap,
 ) -> Result<(RoutedBody, Option<String>), ApiError> {
-    if let Some(made) = registry.response_ids.find(id, key) {
-        let routing = Routing {
-            model_id: made.model_id,
-            deployment_id: Some(made.deployment_id),
-            from_model_name: false,
-        };
-        return Ok((RoutedBody::untouched(routing), Some(made.replica)));
-    }
-    match from_headers(headers) {
-        Some(routing) => Ok((RoutedBody::untouched(routing?), None)),
-        None => Err(ApiError::response_not_found(id)),
+    match registry.response_ids.find(id, owner) {
+        Found::Mine(made) => {
+            let routing = Routing {
+                model_id: made.model_id,
+                deployment_id: Some(made.deployment_id),
+                from_model_name: false,
+            };
+            Ok((RoutedBody::untouched(routing), Some(made.replica)))
+        }
+        // Engines do not check keys: another key's response must not be reached at all.
+        Found::Theirs => Err(ApiError::response_not_found(id)),
+        Found::Unknown => match from_headers(headers) {
+            Some(routing) => Ok((RoutedBody::untouched(routing?), None)),
+            None => Err(ApiError::response_not_found(id)),
+        },
     }
 }
 
@@ -40,19 +45,25 @@ pub fn pin_previous(
     registry: &Registry,
     routed: &mut RoutedBody,
     body: &[u8],
-    key: usize,
-) -> Option<String> {
-    let previous = routed.previous_response_id(body)?;
-    let made = registry
-        .response_ids
-        .find(&previous, key)
-        .filter(|made| made.model_id == routed.routing.model_id)?;
+    owner: &[u8; 32],
+) -> Result<Option<String>, ApiError> {
+    let Some(previous) = routed.previous_response_id(body) else {
+        return Ok(None);
+    };
+    let made = match registry.response_ids.find(&previous, owner) {
+        Found::Mine(made) if made.model_id == routed.routing.model_id => made,
+        Found::Mine(_) | Found::Unknown => return Ok(None),
+        // Continuing another key's conversation would read it: refused as unknown.
+        Found::Theirs => {
+            return Err(ApiError::response_not_found(&previous).with_param("previous_response_id"))
+        }
+    };
     match &routed.routing.deployment_id {
-        Some(named) if *named != made.deployment_id => return None,
+        Some(named) if *named != made.deployment_id => return Ok(None),
         Some(_) => {}
         None => routed.routing.deployment_id = Some(made.deployment_id),
     }
-    Some(made.replica)
+    Ok(Some(made.replica))
 }
 
 /// The index of the replica at `base` in `deployment`, if it is still one of its replicas.

@@ -30,6 +30,10 @@ pub struct Exchange {
     pub extra_route: Option<String>,
     /// The caller's key label (0: no key).
     pub key: usize,
+    /// Who owns what this request makes: its key's digest (zeros without a key).
+    pub owner: [u8; 32],
+    /// The client's query string, for the routes that forward it.
+    pub query: Option<String>,
     /// The replica the request must reach (it holds the response the request names), by index.
     pub pinned: Option<usize>,
     /// The deployment serving the request, once resolved.
@@ -60,6 +64,8 @@ impl Exchange {
             response_id: None,
             pinned: None,
             key: 0,
+            owner: [0; 32],
+            query: None,
             extra_route: None,
             deployment: None,
             record,

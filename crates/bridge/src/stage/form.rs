@@ -72,12 +72,9 @@ fn parts(body: &[u8], boundary: &str) -> Result<Vec<Part>, ApiError> {
                 Some(rest[..rest.find('"')?].to_string())
             })
             .ok_or_else(|| bad("a part without a name"))?;
-        // A part is cut with one of the line breaks around it: the one before its delimiter,
-        // or, for the first part, the one after it, so the form stays well formed.
-        let whole = match start.checked_sub(2) {
-            Some(before) if body[..start].ends_with(b"\r\n") => before..end,
-            _ => start..next,
-        };
+        // A part is cut from its delimiter to the next one: cuts of neighbouring parts meet
+        // without overlapping, and the form stays well formed.
+        let whole = start..next;
         parts.push(Part {
             name,
             value: head_end + 4..end,
@@ -128,6 +125,12 @@ pub fn route_form(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiErr
             "stream" => stream = &body[part.value.clone()] == b"true",
             _ => {}
         }
+    }
+    if model_id.is_none() && deployment_id.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "form field 'baseten[deployment_id]' needs 'baseten[model_id]'; {ROUTING_HINT}"
+        ))
+        .with_param("baseten[model_id]"));
     }
     let routing = match (model_id, model) {
         (Some(model_id), _) => Routing {

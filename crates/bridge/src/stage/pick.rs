@@ -91,6 +91,8 @@ pub async fn park(
     if place.is_err() {
         return Err(waking("too many requests are already waiting for it"));
     }
+    // Released however this ends, a client that leaves while parked included.
+    let _parked = Parked(&wake.parked);
     let notified = deployment.ready.notified();
     if let Some(url) = &wake.url {
         if !wake.called.swap(true, Ordering::Relaxed) {
@@ -111,6 +113,14 @@ pub async fn park(
         notified,
     )
     .await;
-    wake.parked.fetch_sub(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// One parked request, counted for as long as it lives.
+struct Parked<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -28,6 +28,7 @@ pub fn resolve<'r>(
     registry: &'r Registry,
     caller: Caller<'_>,
     routing: &Routing,
+    retiring_too: bool,
 ) -> Result<&'r Arc<Deployment>, ApiError> {
     let model = registry
         .model(&routing.model_id)
@@ -48,7 +49,7 @@ pub fn resolve<'r>(
         .deployments
         .get(deployment_id)
         // A retiring deployment takes no new requests, unless it became production again.
-        .filter(|d| d.id == model.production || !d.retiring.load(Ordering::Relaxed))
+        .filter(|d| retiring_too || d.id == model.production || !d.retiring.load(Ordering::Relaxed))
         .ok_or_else(|| {
             let e = ApiError::deployment_not_found(&model.id, deployment_id);
             if routing.from_model_name {

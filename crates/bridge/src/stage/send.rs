@@ -86,7 +86,7 @@ pub async fn send(
         record.set_replica(index);
         let in_flight = InFlight::new(replica.state.clone());
         let tail = ex.response_id.as_deref().or(ex.extra_route.as_deref());
-        let uri = replica.uri_for(endpoint, tail);
+        let uri = replica.uri_for(endpoint, tail, ex.query.as_deref());
         let request = build_request(ex.method.clone(), uri, headers, body);
         let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
             let left = d.saturating_duration_since(tokio::time::Instant::now());
@@ -123,7 +123,7 @@ pub async fn send(
                             model_id: deployment.model_id.clone(),
                             deployment_id: deployment.id.clone(),
                             replica: replica.base.clone(),
-                            key: ex.key,
+                            owner: ex.owner,
                         },
                     });
                 }

@@ -127,6 +127,7 @@ impl Sim {
 pub struct Captured {
     pub method: Method,
     pub path: String,
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -175,6 +176,7 @@ impl Capture {
                     let captured = Captured {
                         method: parts.method,
                         path: parts.uri.path().to_string(),
+                        query: parts.uri.query().map(str::to_string),
                         headers: parts.headers,
                         body,
                     };
