@@ -78,6 +78,17 @@ impl<G: Grammar> TypedEvents<G> {
     fn failure(&self, error: &ApiError) -> Bytes {
         self.grammar.error_events(error)
     }
+
+    /// An event that never ends must not grow memory without bound.
+    fn check_size(&self) -> Result<(), ApiError> {
+        if self.partial.len() > MAX_EVENT_BYTES {
+            return Err(ApiError::bad_gateway(format!(
+                "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
+            ))
+            .with_code("upstream_event_too_large"));
+        }
+        Ok(())
+    }
 }
 
 /// The value of an event's `event:` field (empty when it has none).
@@ -97,7 +108,13 @@ impl<G: Grammar> StreamAdapter for TypedEvents<G> {
         let buf = if self.partial.is_empty() {
             chunk
         } else {
+            // Only the new bytes (and the 3 before them) can end the held event: an event that
+            // trickles in is not searched, or checked, again from its start each time.
+            let from = self.partial.len().saturating_sub(3);
             self.partial.extend_from_slice(&chunk);
+            if event_end(&self.partial, from).is_none() {
+                return self.check_size();
+            }
             self.partial.split().freeze()
         };
         if simdutf8::basic::from_utf8(&buf).is_err() {
@@ -117,13 +134,7 @@ impl<G: Grammar> StreamAdapter for TypedEvents<G> {
             out.push_back(buf.slice(..pos));
         }
         self.partial.extend_from_slice(&buf[pos..]);
-        if self.partial.len() > MAX_EVENT_BYTES {
-            return Err(ApiError::bad_gateway(format!(
-                "the engine sent a stream event larger than {MAX_EVENT_BYTES} bytes"
-            ))
-            .with_code("upstream_event_too_large"));
-        }
-        Ok(())
+        self.check_size()
     }
 
     fn finish(&mut self, out: &mut VecDeque<Bytes>) {
@@ -180,4 +191,68 @@ pub fn number_after(event: &[u8], key: &[u8]) -> Option<u64> {
     let rest = rest.strip_prefix(b":")?.trim_ascii_start();
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::dialect::anthropic::MessageEvents;
+
+    const STREAM: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"h\xc3\xa9\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    fn relay(chunks: &[&[u8]]) -> (Vec<u8>, TypedEvents<MessageEvents>) {
+        let mut adapter = TypedEvents::new(MessageEvents);
+        let mut out = VecDeque::new();
+        for chunk in chunks {
+            adapter
+                .feed(Bytes::copy_from_slice(chunk), &mut out)
+                .unwrap_or_else(|e| panic!("{}", e.message));
+        }
+        adapter.finish(&mut out);
+        (out.iter().flat_map(|b| b.to_vec()).collect(), adapter)
+    }
+
+    #[test]
+    fn cut_anywhere_the_stream_passes_whole_with_its_usage() {
+        for cut in 0..STREAM.len() {
+            let (out, mut adapter) = relay(&[&STREAM[..cut], &STREAM[cut..]]);
+            assert_eq!(out, STREAM, "cut at {cut}");
+            assert!(adapter.is_complete());
+            assert_eq!(adapter.take_usage(), Some((7, 5)));
+            assert_eq!(adapter.take_events(), 1);
+        }
+    }
+
+    #[test]
+    fn a_stream_without_its_final_event_ends_with_the_apis_error() {
+        let cut = STREAM.len() - 50;
+        let (out, adapter) = relay(&[&STREAM[..cut]]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(!adapter.is_complete());
+        assert!(
+            text.ends_with("\n\n") && text.contains("event: error\ndata: {\"type\":\"error\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("upstream_stream_incomplete") || text.contains("api_error"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_event_trickling_in_byte_by_byte_is_relayed_once_whole() {
+        let bytes: Vec<&[u8]> = STREAM.chunks(1).collect();
+        let (out, adapter) = relay(&bytes);
+        assert_eq!(out, STREAM);
+        assert!(adapter.is_complete());
+        let mut endless = TypedEvents::new(MessageEvents);
+        let mut out = VecDeque::new();
+        let line = Bytes::from(vec![b'a'; 1 << 20]);
+        let failed = (0..9).any(|_| endless.feed(line.clone(), &mut out).is_err());
+        assert!(failed, "an event that never ends is bounded");
+    }
 }
