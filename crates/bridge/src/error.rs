@@ -313,6 +313,16 @@ impl ApiError {
         .with_code("response_not_found")
     }
 
+    /// A request whose URL, with the engine's address, is no URL any more (414).
+    pub fn uri_too_long() -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "invalid_request_error",
+            "the request's URL is too long to forward",
+        )
+        .with_code("uri_too_long")
+    }
+
     /// A change that contradicts the state it would apply to (409).
     pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::CONFLICT, "invalid_request_error", message).with_code("conflict")

@@ -387,17 +387,40 @@ async fn stored_responses_are_reached_on_the_replica_that_made_them() {
     let unknown = get(&bridge.url("/v1/responses/resp_unknown"), &[KEY]).await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.error()["code"], "response_not_found");
-    // Routed by header, an unknown id reaches an engine, which answers for itself.
+    // With keys, an id Bridge does not know may be another key's: headers do not route it.
     let by_header = get(
         &bridge.url("/v1/responses/resp_unknown"),
         &[KEY, ("x-baseten-model-id", "m")],
     )
     .await;
-    assert_eq!(by_header.status, 404);
+    assert_eq!(by_header.error()["code"], "response_not_found");
+    // Without keys, the headers route it, and the engine answers for itself.
+    let engine = Sim::start().await;
+    let open = Bridge::start(&one_model(&engine.base())).await;
+    let routed_by_header = get(
+        &open.url("/v1/responses/resp_unknown"),
+        &[("x-baseten-model-id", "m")],
+    )
+    .await;
+    assert_eq!(routed_by_header.status, 404);
     assert!(
-        by_header.text().contains("not found"),
+        routed_by_header
+            .text()
+            .contains("Response with id 'resp_unknown' not found"),
         "{}",
-        by_header.text()
+        routed_by_header.text()
+    );
+    // A query that fits in the client's URL but not, with the engine's address, in the
+    // engine's: refused, never sent to another path (sent raw: no client builds such a URL).
+    let request = format!(
+        "GET /v1/responses/resp_unknown?after={} HTTP/1.1\r\nhost: x\r\nx-baseten-model-id: m\r\n\r\n",
+        "a".repeat(65_490)
+    );
+    let too_long = raw_exchange(open.addr, request.as_bytes()).await;
+    assert!(
+        too_long.starts_with("HTTP/1.1 414"),
+        "{}",
+        &too_long[..too_long.len().min(300)]
     );
     let wrong_method = post_with(
         &bridge.url("/v1/responses/resp_1/input_items"),

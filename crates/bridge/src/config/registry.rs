@@ -267,17 +267,23 @@ impl Replica {
     /// stored response's id (`{base}/responses/{id}/cancel`), or an extra route
     /// (`{base}/{route}`). Both were checked: neither can be a path of its own.
     /// `query`, the client's, follows such a path as it came (it cannot change the path).
-    pub fn uri_for(&self, endpoint: Endpoint, tail: Option<&str>, query: Option<&str>) -> Uri {
+    /// `None` when the result is no URI (too long): never another path instead.
+    pub fn uri_for(
+        &self,
+        endpoint: Endpoint,
+        tail: Option<&str>,
+        query: Option<&str>,
+    ) -> Option<Uri> {
         let path = match (endpoint, endpoint.id_suffix(), tail) {
             (Endpoint::Extra, _, Some(route)) => format!("{}/{route}", self.base),
             (_, Some(suffix), Some(id)) => format!("{}/responses/{id}{suffix}", self.base),
-            _ => return self.uri(endpoint),
+            _ => return Some(self.uri(endpoint)),
         };
         let uri = match query {
             Some(query) => format!("{path}?{query}"),
             None => path,
         };
-        uri.parse().unwrap_or_else(|_| self.uri(endpoint))
+        uri.parse().ok()
     }
 }
 

@@ -86,8 +86,17 @@ impl ResponseIds {
             inner.order.pop_front();
             inner.by_id.remove(&oldest);
         }
-        if inner.by_id.insert(id.to_string(), (made, now)).is_none() {
-            inner.order.push_back(id.to_string());
+        match inner.by_id.get(id) {
+            // An id is never taken over by another key (an answer that echoes someone
+            // else's id must not make it its own).
+            Some((known, _)) if known.owner != made.owner => {}
+            Some(_) => {
+                inner.by_id.insert(id.to_string(), (made, now));
+            }
+            None => {
+                inner.by_id.insert(id.to_string(), (made, now));
+                inner.order.push_back(id.to_string());
+            }
         }
     }
 
@@ -135,6 +144,12 @@ mod tests {
         assert_eq!(ids.find("resp_1", &[1; 32]), Found::Mine(made(1)));
         assert_eq!(ids.find("resp_1", &[2; 32]), Found::Theirs);
         assert_eq!(ids.find("resp_2", &[1; 32]), Found::Unknown);
+        ids.learn("resp_1", made(2));
+        assert_eq!(
+            ids.find("resp_1", &[1; 32]),
+            Found::Mine(made(1)),
+            "never taken over"
+        );
         for bad in ["", "../slots", "a/b", "a%2Fb", "a.b"] {
             ids.learn(bad, made(1));
             assert_eq!(ids.find(bad, &[1; 32]), Found::Unknown, "{bad}");

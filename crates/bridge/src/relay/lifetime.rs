@@ -43,8 +43,6 @@ pub struct EngineBody {
     cut: Option<Arc<Cut>>,
     /// For a Responses API answer: where it was made, to be remembered by its id.
     learn: Option<Box<Learner>>,
-    /// Bytes of the answer searched for its id so far.
-    learn_scanned: usize,
 }
 
 /// Remembers where a Responses API response was made, once its id is seen.
@@ -54,6 +52,8 @@ pub struct Learner {
     pub ids: Arc<ResponseIds>,
     /// Where this response is being made.
     pub made: Made,
+    /// The start of a whole answer, kept until its id is found.
+    pub start: Vec<u8>,
 }
 
 /// How much of a whole answer is searched for its id (it leads the object).
@@ -111,15 +111,18 @@ impl Body for EngineBody {
                 return Poll::Pending;
             }
         };
-        if let (Some(Ok(frame)), Some(learner)) = (&frame, &self.learn) {
-            // The id leads the answer, but its first frame may end before it: kept looking
-            // for a few KiB (a frame cut inside the id itself is not pieced together).
-            let data = frame.data_ref().map_or(&[][..], |d| &d[..]);
-            let (found, len) = (learner.learn_from(data), data.len());
-            let this = &mut *self;
-            this.learn_scanned += len;
-            if found || this.learn_scanned > ID_SEARCH_BYTES {
-                this.learn = None;
+        if let (Some(Ok(frame)), Some(learner)) = (&frame, &mut self.learn) {
+            // The id leads the answer, but a frame may end before it, or inside it: the
+            // answer's start is kept (a few KiB at most) and searched whole.
+            if let Some(data) = frame.data_ref() {
+                let room = ID_SEARCH_BYTES.saturating_sub(learner.start.len());
+                learner
+                    .start
+                    .extend_from_slice(&data[..data.len().min(room)]);
+            }
+            let found = learner.learn_from(&learner.start);
+            if found || learner.start.len() >= ID_SEARCH_BYTES {
+                self.learn = None;
             }
         }
         match &frame {
@@ -189,7 +192,6 @@ impl EngineBody {
             usage_tail: None,
             cut: None,
             learn: None,
-            learn_scanned: 0,
         }
     }
 

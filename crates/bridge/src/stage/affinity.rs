@@ -31,6 +31,9 @@ pub fn route_stored(
         }
         // Engines do not check keys: another key's response must not be reached at all.
         Found::Theirs => Err(ApiError::response_not_found(id)),
+        // With keys, an id Bridge does not know may be another key's (forgotten, or made
+        // before a restart): only without authentication do the headers route it.
+        Found::Unknown if *owner != [0; 32] => Err(ApiError::response_not_found(id)),
         Found::Unknown => match from_headers(headers) {
             Some(routing) => Ok((RoutedBody::untouched(routing?), None)),
             None => Err(ApiError::response_not_found(id)),
@@ -52,9 +55,11 @@ pub fn pin_previous(
     };
     let made = match registry.response_ids.find(&previous, owner) {
         Found::Mine(made) if made.model_id == routed.routing.model_id => made,
-        Found::Mine(_) | Found::Unknown => return Ok(None),
-        // Continuing another key's conversation would read it: refused as unknown.
-        Found::Theirs => {
+        Found::Mine(_) => return Ok(None),
+        Found::Unknown if *owner == [0; 32] => return Ok(None),
+        // Continuing another key's conversation would read it: refused as unknown (with keys,
+        // an id Bridge does not know may be another key's).
+        Found::Theirs | Found::Unknown => {
             return Err(ApiError::response_not_found(&previous).with_param("previous_response_id"))
         }
     };

@@ -86,7 +86,9 @@ pub async fn send(
         record.set_replica(index);
         let in_flight = InFlight::new(replica.state.clone());
         let tail = ex.response_id.as_deref().or(ex.extra_route.as_deref());
-        let uri = replica.uri_for(endpoint, tail, ex.query.as_deref());
+        let Some(uri) = replica.uri_for(endpoint, tail, ex.query.as_deref()) else {
+            return Err(ApiError::uri_too_long());
+        };
         let request = build_request(ex.method.clone(), uri, headers, body);
         let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
             let left = d.saturating_duration_since(tokio::time::Instant::now());
@@ -125,6 +127,7 @@ pub async fn send(
                             replica: replica.base.clone(),
                             owner: ex.owner,
                         },
+                        start: Vec::new(),
                     });
                 }
                 return Ok(response);
