@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suite: real `bridge` processes driven by the official OpenAI and Anthropic
-# Python SDKs.
-# Creates .venv with the pinned packages from tests/e2e/requirements.txt when needed.
+# Python SDKs (tests/e2e) and the official OpenAI Node SDK (tests/e2e-node).
+# Creates .venv and tests/e2e-node/node_modules with the pinned packages when needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +18,18 @@ if ! cmp -s tests/e2e/requirements.txt "$stamp" 2>/dev/null; then
   cp tests/e2e/requirements.txt "$stamp"
 fi
 
+node_dir=tests/e2e-node
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "installing Node.js and npm from Debian's packages"
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+if ! cmp -s "$node_dir/package-lock.json" "$node_dir/node_modules/.lock-installed" 2>/dev/null; then
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$node_dir/package-lock.json" "$node_dir/node_modules/.lock-installed"
+fi
+
 cargo build --locked --bin bridge
-BRIDGE_BIN="$PWD/target/debug/bridge" "$venv/bin/python" -m pytest -q tests/e2e "$@"
+export BRIDGE_BIN="$PWD/target/debug/bridge"
+"$venv/bin/python" -m pytest -q tests/e2e "$@"
+echo "== end-to-end tests (official OpenAI Node SDK)"
+(cd "$node_dir" && node --test)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Bridge's whole test suite on a fresh machine, installing what it needs:
 # formatting and lints, the Rust unit and integration tests, and the end-to-end suite that
-# drives Bridge with the official OpenAI and Anthropic Python SDKs (pinned, in a project-local venv).
+# drives Bridge with the official OpenAI and Anthropic Python SDKs (pinned, in a project-local venv)
+# and the official OpenAI Node SDK (pinned, npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +20,5 @@ cargo deny --log-level error check licenses bans sources
 echo "== Rust tests (unit, integration over loopback sockets)"
 cargo test --locked
 
-echo "== end-to-end tests (official OpenAI and Anthropic Python SDKs)"
+echo "== end-to-end tests (official OpenAI and Anthropic Python SDKs, OpenAI Node SDK)"
 scripts/e2e.sh
