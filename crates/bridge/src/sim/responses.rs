@@ -39,7 +39,6 @@ impl Answer {
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": null,
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": self.text(), "refusal": null, "tool_calls": []},
@@ -56,7 +55,6 @@ impl Answer {
             "object": "text_completion",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": null,
             "choices": [{"text": self.text(), "index": 0, "logprobs": null, "finish_reason": "stop"}],
             "usage": self.usage(),
         })
@@ -80,7 +78,6 @@ impl Answer {
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": null,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
         if with_usage_field {
@@ -100,7 +97,6 @@ impl Answer {
             "object": "text_completion",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": null,
             "choices": [{"text": text.unwrap_or(""), "index": 0, "logprobs": null, "finish_reason": finish}],
         });
         if with_usage_field {
@@ -116,7 +112,6 @@ impl Answer {
             "object": object,
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": null,
             "choices": [],
             "usage": self.usage(),
         })

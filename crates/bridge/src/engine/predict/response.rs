@@ -232,7 +232,6 @@ pub fn completion(context: &Context, text: &str, usage: Value) -> Value {
         "object": context.object(),
         "created": context.created,
         "model": context.model,
-        "system_fingerprint": null,
         "choices": [choice],
         "usage": usage,
     })

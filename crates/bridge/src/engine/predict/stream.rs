@@ -21,7 +21,8 @@ use crate::sse::{event_end, joined_data, MAX_EVENT_BYTES};
 #[derive(Debug)]
 pub struct ChunkWriter {
     kind: Kind,
-    /// `data: {"id":…,"object":…,"created":…,"model":…,"system_fingerprint":null,"choices":[`
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":[`: optional fields the
+    /// schema does not let be null (`system_fingerprint`) are left out, not sent as null.
     head: String,
     /// `]` (with `,"usage":null` when a usage chunk follows) `}` and the blank line.
     tail: &'static str,
@@ -31,7 +32,7 @@ impl ChunkWriter {
     /// Chunks for the answer to the request `context` describes.
     pub fn new(context: &Context) -> Self {
         let head = format!(
-            "data: {{\"id\":{},\"object\":\"{}\",\"created\":{},\"model\":{},\"system_fingerprint\":null,\"choices\":[",
+            "data: {{\"id\":{},\"object\":\"{}\",\"created\":{},\"model\":{},\"choices\":[",
             json_string(&context.id),
             context.chunk_object(),
             context.created,
