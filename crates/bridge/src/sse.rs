@@ -4,13 +4,34 @@
 //! find event ends first. These are the few primitives every stream adapter shares; none of them
 //! copies more than the data lines it is asked for.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::error::ApiError;
 
 /// Largest single event accepted from an engine (a chunk with top logprobs can be large, but an
 /// event that never ends must not grow memory without bound).
 pub const MAX_EVENT_BYTES: usize = 8 << 20;
+
+/// What to scan once `chunk` arrives: `chunk` itself when nothing is held, else the held
+/// unfinished event with `chunk` appended, once that completes it. `None` while it still does
+/// not: only the new bytes (and the 3 before them) are searched for the end, so an event that
+/// trickles in is never searched, or checked, again from its start.
+pub fn with_held(held: &mut BytesMut, chunk: Bytes) -> Option<Bytes> {
+    if held.is_empty() {
+        return Some(chunk);
+    }
+    let from = held.len().saturating_sub(3);
+    held.extend_from_slice(&chunk);
+    event_end(held, from)?;
+    Some(held.split().freeze())
+}
+
+/// Whether `buf` can still be UTF-8: it is, or its only flaw is a character cut at its end
+/// (the next chunk may complete it). A SIMD pass at many GB/s in the usual case.
+pub fn may_be_utf8(buf: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(buf).is_ok()
+        || matches!(std::str::from_utf8(buf), Err(e) if e.error_len().is_none())
+}
 
 /// All `data:` lines of an event joined with `\n`, as SSE clients (and the SDKs) read them.
 pub fn joined_data(event: &[u8]) -> Vec<u8> {

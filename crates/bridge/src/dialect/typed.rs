@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::ApiError;
 use crate::relay::stream::StreamAdapter;
-use crate::sse::{event_end, MAX_EVENT_BYTES};
+use crate::sse::{event_end, may_be_utf8, with_held, MAX_EVENT_BYTES};
 
 /// What one typed event means for the stream.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -105,25 +105,11 @@ pub fn event_type(event: &[u8]) -> &[u8] {
 
 impl<G: Grammar> StreamAdapter for TypedEvents<G> {
     fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ApiError> {
-        let buf = if self.partial.is_empty() {
-            chunk
-        } else {
-            // Only the new bytes (and the 3 before them) can end the held event: an event that
-            // trickles in is not searched, or checked, again from its start each time.
-            let from = self.partial.len().saturating_sub(3);
-            self.partial.extend_from_slice(&chunk);
-            if event_end(&self.partial, from).is_none() {
-                return self.check_size();
-            }
-            self.partial.split().freeze()
+        let Some(buf) = with_held(&mut self.partial, chunk) else {
+            return self.check_size();
         };
-        if simdutf8::basic::from_utf8(&buf).is_err() {
-            // A character cut at the end may still complete; anything else never will.
-            if let Err(e) = std::str::from_utf8(&buf) {
-                if e.error_len().is_some() {
-                    return Err(ApiError::upstream_invalid_utf8());
-                }
-            }
+        if !may_be_utf8(&buf) {
+            return Err(ApiError::upstream_invalid_utf8());
         }
         let mut pos = 0;
         while let Some(end) = event_end(&buf, pos) {

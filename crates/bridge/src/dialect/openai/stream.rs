@@ -16,7 +16,7 @@ use http::StatusCode;
 use crate::error::ApiError;
 use crate::observe::usage::{usage_report, Usage};
 use crate::relay::stream::StreamAdapter;
-use crate::sse::{event_end, first_data, joined_data, MAX_EVENT_BYTES};
+use crate::sse::{event_end, first_data, joined_data, may_be_utf8, with_held, MAX_EVENT_BYTES};
 
 /// Incremental SSE scanner state for one stream.
 #[derive(Debug, Default)]
@@ -97,18 +97,12 @@ impl SseScanner {
 
     /// Feeds one chunk from the engine and appends what should be sent to the client to `out`.
     pub fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ScanError> {
-        let buf = if self.partial.is_empty() {
-            chunk
-        } else {
-            // Only the newly arrived bytes (plus the 3 before them) can complete the event.
-            let from = self.partial.len().saturating_sub(3);
-            self.partial.extend_from_slice(&chunk);
-            if event_end(&self.partial, from).is_none() {
-                return self.check_partial();
-            }
-            self.partial.split().freeze()
+        let Some(buf) = with_held(&mut self.partial, chunk) else {
+            return self.check_partial();
         };
-        check_utf8(&buf)?;
+        if !may_be_utf8(&buf) {
+            return Err(ScanError::InvalidUtf8);
+        }
         let (mut run_start, mut pos) = (0, 0);
         while let Some(end) = event_end(&buf, pos) {
             match classify(&buf[pos..end]) {
@@ -200,18 +194,6 @@ impl SseScanner {
                 }
             }
         }
-    }
-}
-
-/// Fails on bytes that can never be UTF-8; a character cut at the end of `buf` may still be
-/// completed by the next chunk. SIMD validation: a pass at many GB/s.
-fn check_utf8(buf: &[u8]) -> Result<(), ScanError> {
-    if simdutf8::basic::from_utf8(buf).is_ok() {
-        return Ok(());
-    }
-    match std::str::from_utf8(buf) {
-        Err(e) if e.error_len().is_some() => Err(ScanError::InvalidUtf8),
-        _ => Ok(()),
     }
 }
 
