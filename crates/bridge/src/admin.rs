@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use crate::config::live::{Live, ReloadError};
 use crate::config::registry::{Deployment, Model, Registry};
 use crate::error::ApiError;
+use crate::fleet::Fleet;
 use crate::headers::REQUEST_ID;
 use crate::relay::ResBody;
 use crate::server;
@@ -44,18 +45,24 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 const DRAIN_MAX: Duration = Duration::from_secs(3600);
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    live: Arc<Live>,
+    fleet: Arc<Fleet>,
+    shutdown: impl Future<Output = ()>,
+) {
     server::serve(
         listener,
         shutdown,
         server::DEFAULT_DRAIN_TIMEOUT,
-        move |request| handle(live.clone(), request),
+        move |request| handle(live.clone(), fleet.clone(), request),
     )
     .await;
 }
 
 async fn handle(
     live: Arc<Live>,
+    fleet: Arc<Fleet>,
     request: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
     let request_id = crate::dispatch::request_id(request.headers().get(REQUEST_ID));
@@ -68,7 +75,7 @@ async fn handle(
             None => Err(ApiError::unknown_route("the admin API is off")),
         };
         let mut response = match allowed {
-            Ok(()) => crate::observe::metrics::response(&registry),
+            Ok(()) => crate::observe::metrics::response(&registry, &fleet),
             Err(error) => error.into_response(),
         };
         response.headers_mut().insert(REQUEST_ID, request_id);

@@ -22,6 +22,7 @@ use crate::body::BoxError;
 use crate::config::live::Live;
 use crate::config::registry::Registry;
 use crate::dispatch::{self, AppState};
+use crate::fleet::Fleet;
 use crate::relay::ResBody;
 use crate::upstream::health;
 use crate::{admin, server};
@@ -30,6 +31,8 @@ use crate::{admin, server};
 #[derive(Debug, Clone)]
 pub struct App {
     live: Arc<Live>,
+    /// The fleet's limits: one per process, kept across reloads.
+    fleet: Arc<Fleet>,
     /// For requests answered in process ([`App::handle`]): a worker state of its own.
     local: Arc<AppState>,
 }
@@ -44,8 +47,9 @@ pub struct Serving {
 impl App {
     /// Bridge over the table in force in `live` (which may follow a config file).
     pub fn new(live: Arc<Live>) -> Self {
-        let local = Arc::new(AppState::new(live.clone(), Arc::default()));
-        App { live, local }
+        let fleet = Arc::new(Fleet::new(&live.load().limits));
+        let local = Arc::new(AppState::new(live.clone(), Arc::default(), fleet.clone()));
+        App { live, fleet, local }
     }
 
     /// Bridge over a routing table that never changes.
@@ -94,27 +98,27 @@ impl App {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             senders.push(tx);
             let (live, stop) = (self.live.clone(), stopped(stop.clone()));
-            let draining_flag = flag.clone();
+            let (draining_flag, fleet) = (flag.clone(), self.fleet.clone());
             threads.push(spawn_runtime(format!("bridge-worker-{i}"), async move {
-                let state = Arc::new(AppState::new(live, draining_flag));
+                let state = Arc::new(AppState::new(live, draining_flag, fleet));
                 serve_worker(server::Connections::Handoff(rx), state, stop).await;
                 Ok(())
             })?);
         }
         let accepting = stopped(stop.clone());
-        let live = self.live.clone();
+        let (live, fleet) = (self.live.clone(), self.fleet.clone());
         threads.push(spawn_runtime("bridge-accept".into(), async move {
             let admin_api = async {
                 if let Some(admin) = admin {
-                    admin::serve(TcpListener::from_std(admin)?, live.clone(), requested(stop))
-                        .await;
+                    let admin = TcpListener::from_std(admin)?;
+                    admin::serve(admin, live.clone(), fleet.clone(), requested(stop)).await;
                 }
                 Ok::<_, std::io::Error>(())
             };
             let accept = server::distribute(TcpListener::from_std(listener)?, senders, accepting);
             tokio::select! {
                 (_, admin_result) = async { tokio::join!(accept, admin_api) } => admin_result?,
-                () = background(live.clone()) => {}
+                () = background(live.clone(), fleet.clone()) => {}
             }
             Ok(())
         })?);
@@ -172,15 +176,20 @@ async fn requested(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Health checks of the table in force, and the config file watch. Never completes.
-async fn background(live: Arc<Live>) {
+/// Health checks of the table in force, the config file watch, and the link to the fleet's
+/// Redis. Never completes.
+async fn background(live: Arc<Live>, fleet: Arc<Fleet>) {
     let watch = async {
         if live.path().is_some() {
             live.clone().watch_file().await;
         }
         std::future::pending::<()>().await
     };
-    tokio::join!(health::check_live(live.clone()), watch);
+    let fleet = async {
+        fleet.keep_up().await;
+        std::future::pending::<()>().await
+    };
+    tokio::join!(health::check_live(live.clone()), watch, fleet);
 }
 
 /// Resolves `drain_delay` after `stop`: in between, `/health` already answers 503 (load

@@ -5,7 +5,8 @@
 //! - [`validate`]: the file into a [`registry::Registry`], with errors naming the field.
 //! - [`registry`]: the routing table requests are served against; [`endpoint`]: the routes.
 //! - [`response_ids`]: which replica made which stored response (Responses API).
-//! - [`keys`]: client keys, kept as digests. [`state`]: replica load, health and limits.
+//! - [`keys`]: client keys, kept as digests. [`quota`]: the limits of keys and models.
+//! - [`state`]: replica load, health and limits.
 //! - [`stats`]: what each deployment served, in atomics (read by `/metrics`).
 //! - [`live`]: the table in force, swapped atomically on reload.
 
@@ -14,6 +15,7 @@ pub mod file;
 pub mod keys;
 pub mod live;
 pub mod predict;
+pub mod quota;
 pub mod registry;
 pub mod response_ids;
 pub mod state;

@@ -49,6 +49,7 @@ pub async fn start(
             served_model: Some(DEMO_SERVED_MODEL.into()),
             ..DeploymentConfig::default()
         }],
+        ..ModelConfig::default()
     });
     // The same engine's predict mode: a model with only a plain predict API, via the adapter.
     config.models.push(ModelConfig {
@@ -60,6 +61,7 @@ pub async fn start(
             replicas: vec![format!("http://{addr}/predict")],
             ..DeploymentConfig::default()
         }],
+        ..ModelConfig::default()
     });
     config
         .validate("built-in demo config")

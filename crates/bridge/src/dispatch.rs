@@ -20,6 +20,7 @@ use crate::config::live::Live;
 use crate::config::registry::{Endpoint, Model, Registry};
 use crate::dialect;
 use crate::error::ApiError;
+use crate::fleet::Fleet;
 use crate::headers::REQUEST_ID;
 use crate::observe::metrics;
 use crate::proxy::forward;
@@ -36,16 +37,19 @@ pub struct AppState {
     upstream: Upstream,
     /// Set once a stop was requested (shared by all workers): `/health` then answers 503.
     draining: Arc<AtomicBool>,
+    /// The fleet's limits (shared by all workers).
+    fleet: Arc<Fleet>,
 }
 
 impl AppState {
-    /// State for one worker: the routing table and the draining flag are shared, the upstream
-    /// pool is the worker's own.
-    pub fn new(live: Arc<Live>, draining: Arc<AtomicBool>) -> Self {
+    /// State for one worker: the routing table, the draining flag and the limits are shared,
+    /// the upstream pool is the worker's own.
+    pub fn new(live: Arc<Live>, draining: Arc<AtomicBool>, fleet: Arc<Fleet>) -> Self {
         AppState {
             live,
             upstream: Upstream::new(),
             draining,
+            fleet,
         }
     }
 
@@ -201,6 +205,7 @@ where
                 request_id.clone(),
                 endpoint,
                 model_id.map(str::to_string),
+                state.fleet.clone(),
             );
             ex.method = method.clone();
             ex.response_id = response_id.map(str::to_string);
@@ -222,7 +227,7 @@ where
         Some(Route::Health) => Ok(health(&state)),
         Some(Route::Metrics) => {
             if registry.public_metrics {
-                Ok(metrics::response(&registry))
+                Ok(metrics::response(&registry, &state.fleet))
             } else {
                 Err(ApiError::unknown_route(
                     "metrics are served on the admin listener only ([server] metrics = false)",

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::headers;
@@ -48,6 +48,8 @@ pub struct ErrorFields {
     pub upstream_failure: Option<UpstreamFailure>,
     /// Bridge's own time for the request, for the `x-bridge-overhead-us` header.
     pub overhead_us: Option<u64>,
+    /// More headers for the answer (a 429's `x-ratelimit-*`).
+    pub headers: Option<Box<HeaderMap>>,
 }
 
 /// Why an engine request failed, for `bridge_upstream_errors_total{reason}`.
@@ -102,6 +104,7 @@ impl ApiError {
             retry_safe: false,
             upstream_failure: None,
             overhead_us: None,
+            headers: None,
         }))
     }
 
@@ -262,6 +265,22 @@ impl ApiError {
         e
     }
 
+    /// A key or model over one of its limits (429, OpenAI's `rate_limit_exceeded` with `type`
+    /// `requests` or `tokens`): the SDKs wait `retry-after` and retry. A request larger than
+    /// the whole limit (`retry_after` `None`) is told not to retry.
+    pub fn rate_limited(
+        tokens: bool,
+        message: impl Into<Cow<'static, str>>,
+        retry_after: Option<u32>,
+    ) -> Self {
+        let kind = if tokens { "tokens" } else { "requests" };
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, kind, message)
+            .with_code("rate_limit_exceeded");
+        e.should_retry = retry_after.is_none().then_some(false);
+        e.retry_after = retry_after;
+        e
+    }
+
     /// A deployment with no replica ready while it wakes (503 with `retry-after`).
     pub fn waking(message: impl Into<Cow<'static, str>>, retry_after: u32) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
@@ -384,6 +403,9 @@ impl ApiError {
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(more) = &self.headers {
+            headers.extend(more.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         if let Some(retry) = self.should_retry {
             headers.insert(

@@ -14,7 +14,7 @@ fn layer(module: &str) -> Option<usize> {
     let layer = match (top, module) {
         (_, "error" | "headers" | "body" | "json" | "sse") => 0,
         ("config", _) => 1,
-        ("upstream" | "observe", _) => 2,
+        ("upstream" | "fleet" | "observe", _) => 2,
         ("proxy", _) => 5,
         ("stage" | "relay", _) => 3,
         ("dialect" | "engine", _) => 4,

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 0. leaves | [`error`], [`headers`], [`body`], [`json`], [`sse`] | the error envelope and failure kinds, header names, body types, the JSON and SSE grammars |
 //! | 1. config | [`config`] | the operator's file, its defaults, the validated [`config::registry`], replica state and stats, keys, [`config::live`] reloads |
-//! | 2. upstream, observe | [`upstream`], [`observe`] | the pool and client to engines, health checks; usage reading, what a request did, `/metrics` |
+//! | 2. upstream, fleet, observe | [`upstream`], [`fleet`], [`observe`] | the pool and client to engines, health checks; the fleet's limits (Redis); usage reading, what a request did, `/metrics` |
 //! | 3. stages, relay | [`stage`], [`relay`] | authenticate, read, route, resolve, pick, send; the body a client receives |
 //! | 4. adapters | [`dialect`], [`engine`] | the two axes: what the client speaks (OpenAI, Responses, Anthropic, audio forms), what the deployment speaks (OpenAI-compatible, predict) |
 //! | 5. pipeline | [`proxy`] | the stages run in order over one [`stage::exchange::Exchange`] |
@@ -35,6 +35,7 @@ pub mod dialect;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod headers;
 pub mod json;
 pub mod observe;

@@ -23,7 +23,7 @@ use crate::headers;
 use crate::relay::ResBody;
 use crate::stage::exchange::Exchange;
 use crate::stage::route::RoutedBody;
-use crate::stage::{affinity, auth, read, resolve, send};
+use crate::stage::{admit, affinity, auth, read, resolve, send};
 use crate::upstream::client::{upstream_headers, Upstream};
 
 /// Forwards one request; the answer (or the error) carries Bridge's own time for it.
@@ -43,6 +43,9 @@ where
             response
                 .headers_mut()
                 .insert(headers::OVERHEAD, HeaderValue::from(overhead));
+            if let Some(rates) = &ex.rates {
+                admit::insert_rates(response.headers_mut(), rates);
+            }
             match response.body_mut().engine_mut() {
                 // The answer is still to be relayed: recorded when it is over.
                 Some(body) => body.attach(ex.record),
@@ -90,10 +93,17 @@ where
         registry.body_read_timeout,
     )
     .await?;
+    // Ids made through another instance of the fleet are looked up in Redis first.
     let (routed, pin) = match ex.response_id.as_deref() {
-        Some(id) => affinity::route_stored(registry, id, &ex.owner, &parts.headers)?,
+        Some(id) => {
+            ex.fleet.recall(&registry.response_ids, id).await;
+            affinity::route_stored(registry, id, &ex.owner, &parts.headers)?
+        }
         None => {
             let mut routed = dialect.route(&body, &parts.headers, ex.path_model.as_deref())?;
+            if let Some(previous) = routed.previous_response_id(&body) {
+                ex.fleet.recall(&registry.response_ids, &previous).await;
+            }
             let pin = affinity::pin_previous(registry, &mut routed, &body, &ex.owner)?;
             (routed, pin)
         }
@@ -118,6 +128,13 @@ where
     };
     ex.record.set_deployment(deployment.clone());
     ex.deployment = Some(deployment.clone());
+    if registry.limited {
+        let admitted = admit::admit(&ex.fleet, registry, caller, deployment, &routed, &body);
+        if let Some(admission) = admitted.await? {
+            ex.rates = Some(admission.rates);
+            ex.record.admitted(admission);
+        }
+    }
     tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarding");
     let api = deployment.api;
     // The engine kind: the one place that decides it.

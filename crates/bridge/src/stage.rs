@@ -4,6 +4,7 @@
 //! [`auth`] → [`read`] → [`route`] (for the client's dialect) → [`resolve`] → [`send`] (with
 //! [`pick`], parking while no replica is ready).
 
+pub mod admit;
 pub mod affinity;
 pub mod auth;
 pub mod exchange;

@@ -52,6 +52,8 @@ pub const DEFAULT_MAX_QUEUED: usize = 0;
 pub const DEFAULT_PREDICT_BUFFERED_BYTES: u64 = 64 << 20;
 /// Key of the text in a predict model's object answer.
 pub const DEFAULT_OUTPUT_KEY: &str = "output";
+/// Longest wait for Redis before an instance enforces its limits alone (`[limits]`).
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 5;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -68,6 +70,22 @@ pub struct Config {
     #[serde(default)]
     /// `[[models]]`: what clients can route to.
     pub models: Vec<ModelConfig>,
+    /// `[limits]`: where a fleet of Bridges keeps its shared counters.
+    pub limits: Option<LimitsConfig>,
+}
+
+/// `[limits]`: the shared store of a fleet's limits. Absent: each instance counts alone. A
+/// restart applies a change.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Redis (or Valkey) URL, `redis://host:6379/0`.
+    pub redis: Option<String>,
+    /// Environment variable holding the Redis URL (it may hold a password).
+    pub redis_env: Option<String>,
+    /// Longest wait for a Redis answer, in milliseconds, before the instance enforces its
+    /// share of the limits alone (it rejoins by itself). Default 5.
+    pub redis_timeout_ms: Option<u64>,
 }
 
 /// `[admin]`: the admin API's own listener and keys (distinct from client keys).
@@ -155,6 +173,14 @@ pub struct KeyConfig {
     pub key_file: Option<String>,
     /// Model ids this key may use; absent means every model.
     pub models: Option<Vec<String>>,
+    /// Requests per minute (a burst of this many, then this many a minute). Unset: none.
+    pub rpm: Option<u64>,
+    /// Tokens per minute, prompt and completion as the engine reports them. Unset: none.
+    pub tpm: Option<u64>,
+    /// Tokens per day: a budget refilled over 24 hours. Unset: none.
+    pub tpd: Option<u64>,
+    /// Requests in flight (streams count until they end). Unset: none.
+    pub max_concurrent: Option<u64>,
 }
 
 /// `[[models]]`: a model that clients address as `baseten.model_id`.
@@ -169,6 +195,15 @@ pub struct ModelConfig {
     #[serde(default)]
     /// `[[models.deployments]]`.
     pub deployments: Vec<DeploymentConfig>,
+    /// Limits for everyone's requests to this model together (a key's own limits apply too).
+    /// Requests per minute (a burst of this many, then this many a minute). Unset: none.
+    pub rpm: Option<u64>,
+    /// Tokens per minute, prompt and completion as the engine reports them. Unset: none.
+    pub tpm: Option<u64>,
+    /// Tokens per day: a budget refilled over 24 hours. Unset: none.
+    pub tpd: Option<u64>,
+    /// Requests in flight to this model, from every key. Unset: none.
+    pub max_concurrent: Option<u64>,
 }
 
 /// The protocol a deployment's replicas speak.

@@ -10,6 +10,8 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::quota::Quota;
+
 /// One configured client key.
 #[derive(Debug)]
 pub struct ApiKey {
@@ -20,6 +22,8 @@ pub struct ApiKey {
     models: Option<HashSet<String>>,
     /// Index of its `key` label in metrics (0 is "no key").
     label: usize,
+    /// Its limits.
+    pub quota: Quota,
 }
 
 impl ApiKey {
@@ -30,7 +34,14 @@ impl ApiKey {
             digest: Sha256::digest(secret.as_bytes()).into(),
             models: models.map(|m| m.into_iter().collect()),
             label: 0,
+            quota: Quota::default(),
         }
+    }
+
+    /// This key with `quota` as its limits.
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
     }
 
     /// Whether this key may use `model_id`.
@@ -80,6 +91,14 @@ impl Caller<'_> {
         }
     }
 
+    /// The key, when there is one.
+    pub fn key(&self) -> Option<&ApiKey> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Key(key) => Some(key),
+        }
+    }
+
     /// Name for logs; never the key.
     pub fn name(&self) -> &str {
         match self {
@@ -103,6 +122,11 @@ impl Keys {
         std::iter::once("-".to_string())
             .chain(self.keys.iter().map(|k| k.name.clone()))
             .collect()
+    }
+
+    /// Some key has limits.
+    pub fn any_limited(&self) -> bool {
+        self.keys.iter().any(|k| !k.quota.is_none())
     }
 
     /// No keys: authentication is off.

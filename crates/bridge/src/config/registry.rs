@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 pub use super::endpoint::{Endpoint, Target};
 use super::file::{Api, DeploymentConfig};
 use super::keys::Keys;
+use super::quota::{LimitSettings, Quota};
 use super::response_ids::ResponseIds;
 use super::state::{Limiter, ReplicaState, RetryBudget};
 use crate::config::stats::Stats;
@@ -43,6 +44,10 @@ pub struct Registry {
     pub workers: usize,
     /// Client keys; empty: authentication off.
     pub keys: Keys,
+    /// Where the fleet's limits are counted (a restart applies a change).
+    pub limits: LimitSettings,
+    /// Some key or model has limits: requests go through admission.
+    pub limited: bool,
     /// When this configuration was loaded (Unix seconds): the models' `created`.
     pub created: u64,
     /// Sorted by id, so listings are stable.
@@ -79,6 +84,8 @@ pub struct Model {
     pub production: String,
     /// Its deployments by id.
     pub deployments: BTreeMap<String, Arc<Deployment>>,
+    /// Limits on everyone's requests to it together.
+    pub quota: Quota,
 }
 
 #[derive(Debug)]

@@ -113,6 +113,15 @@ impl ResponseIds {
         }
     }
 
+    /// Whether `id` is remembered (for any key).
+    pub fn knows(&self, id: &str) -> bool {
+        self.inner.lock().is_ok_and(|i| {
+            i.by_id
+                .get(id)
+                .is_some_and(|(_, at)| at.elapsed() <= RESPONSE_ID_TTL)
+        })
+    }
+
     /// Ids remembered now.
     pub fn len(&self) -> usize {
         self.inner.lock().map_or(0, |i| i.by_id.len())

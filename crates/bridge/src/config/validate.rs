@@ -12,6 +12,7 @@ use tokio::sync::OnceCell;
 use super::endpoint::check_extra_routes;
 use super::file::*;
 use super::keys::{secret, ApiKey, Keys};
+use super::quota::{LimitSettings, Quota};
 use super::registry::{
     AdminSettings, Deployment, HealthCheck, Model, Registry, Replica, Wake, MAX_ID_LEN,
 };
@@ -133,6 +134,7 @@ impl Config {
             );
         }
         let keys = Keys::new(keys);
+        let limited = keys.any_limited() || models.values().any(|m| !m.quota.is_none());
         let admin = self.admin.as_ref().map(validate_admin).transpose()?;
         Ok(Registry {
             admin,
@@ -154,6 +156,8 @@ impl Config {
             half_close: self.server.half_close.unwrap_or(false),
             workers,
             keys,
+            limits: LimitSettings::new(self.limits.as_ref())?,
+            limited,
             created,
             models,
         })
@@ -223,10 +227,12 @@ fn validate_model(
             "production deployment '{production}' is not among the deployments"
         ));
     }
+    let what = format!("model '{}'", model.id);
     Ok(Model {
         id: model.id.clone(),
         production,
         deployments,
+        quota: Quota::new(&what, model.rpm, model.tpm, model.tpd, model.max_concurrent)?,
     })
 }
 
@@ -378,5 +384,6 @@ fn validate_key(key: &KeyConfig) -> Result<ApiKey, String> {
         key.key_file.as_deref(),
     )?
     .ok_or_else(|| format!("{what}: set one of key, key_env or key_file"))?;
-    Ok(ApiKey::new(&key.name, &secret, key.models.clone()))
+    let quota = Quota::new(&what, key.rpm, key.tpm, key.tpd, key.max_concurrent)?;
+    Ok(ApiKey::new(&key.name, &secret, key.models.clone()).with_quota(quota))
 }

@@ -17,6 +17,7 @@ use prometheus_client::metrics::MetricType;
 use crate::config::registry::Registry;
 use crate::config::state::ReplicaState;
 use crate::config::stats::{Histogram, Stats, FAILURE_REASONS, ROUTES, STATUS_CLASSES};
+use crate::fleet::Fleet;
 
 /// `Content-Type` of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -40,8 +41,11 @@ impl EncodeMetric for Histogram {
 }
 
 /// `/metrics` as an HTTP response.
-pub fn response<B: From<bytes::Bytes>>(registry: &Arc<Registry>) -> http::Response<B> {
-    let mut response = http::Response::new(B::from(bytes::Bytes::from(render(registry))));
+pub fn response<B: From<bytes::Bytes>>(
+    registry: &Arc<Registry>,
+    fleet: &Arc<Fleet>,
+) -> http::Response<B> {
+    let mut response = http::Response::new(B::from(bytes::Bytes::from(render(registry, fleet))));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(CONTENT_TYPE),
@@ -49,10 +53,10 @@ pub fn response<B: From<bytes::Bytes>>(registry: &Arc<Registry>) -> http::Respon
     response
 }
 
-/// The metrics text for the current routing table.
-pub fn render(registry: &Arc<Registry>) -> String {
+/// The metrics text for the current routing table and the fleet's limits.
+pub fn render(registry: &Arc<Registry>, fleet: &Arc<Fleet>) -> String {
     let mut metrics = prometheus_client::registry::Registry::default();
-    metrics.register_collector(Box::new(Scrape(registry.clone())));
+    metrics.register_collector(Box::new(Scrape(registry.clone(), fleet.clone())));
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_text::encode(&mut out, &metrics);
@@ -61,7 +65,7 @@ pub fn render(registry: &Arc<Registry>) -> String {
 
 /// Encodes everything at scrape time, straight from the atomics.
 #[derive(Debug)]
-struct Scrape(Arc<Registry>);
+struct Scrape(Arc<Registry>, Arc<Fleet>);
 
 /// Every [`Stats`] with its model and deployment labels (empty for requests never routed).
 fn all_stats(registry: &Registry) -> Vec<([(&'static str, &str); 2], &Stats)> {
@@ -218,8 +222,54 @@ impl Collector for Scrape {
             }
         }
 
-        encode_replicas(registry, &mut encoder)
+        encode_replicas(registry, &mut encoder)?;
+        encode_fleet(&self.1, &mut encoder)
     }
+}
+
+/// Requests refused by limits, and the state of the link to the fleet's Redis.
+fn encode_fleet(fleet: &Fleet, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "bridge_rate_limited_requests",
+        "Requests refused with 429 by a key's or a model's limit, by key name, model and limit (rpm, tpm, tpd, max_concurrent)",
+        None,
+        MetricType::Counter,
+    )?;
+    for ((key, model, limit), count) in fleet.limited() {
+        let set = [("key", key.as_str()), ("model", &model), ("limit", limit)];
+        counter(family.encode_family(&set)?, count)?;
+    }
+    let Some(link) = fleet.link() else {
+        return Ok(());
+    };
+    let gauges: [(&str, &str, i64); 3] = [
+        (
+            "bridge_limits_redis_up",
+            "1 while limits are counted in Redis for the fleet; 0 while this instance enforces its share alone",
+            i64::from(link.is_up()),
+        ),
+        (
+            "bridge_limits_fleet_instances",
+            "Live Bridge instances sharing the limits, at the last heartbeat",
+            i64::try_from(link.instances()).unwrap_or(i64::MAX),
+        ),
+        (
+            "bridge_limits_redis_rtt_microseconds",
+            "The last round trip to Redis",
+            i64::try_from(link.rtt().as_micros()).unwrap_or(i64::MAX),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        gauge(family, value)?;
+    }
+    let family = encoder.encode_descriptor(
+        "bridge_limits_redis_fallbacks",
+        "Times Redis was lost and this instance fell back to enforcing its share of the limits alone",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(family, link.fallbacks.load(Ordering::Relaxed))
 }
 
 /// Health, ejection and load of every replica.

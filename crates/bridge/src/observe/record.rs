@@ -16,6 +16,7 @@ use http::HeaderValue;
 use crate::config::registry::{Deployment, Registry};
 use crate::config::stats::Stats;
 use crate::error::UpstreamFailure;
+use crate::fleet::Admission;
 
 /// Status logged and counted for a request whose client left before any answer (nginx's 499).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -42,6 +43,8 @@ pub struct Record {
     settled: bool,
     /// Time spent waiting for engines (connecting, and until their response heads).
     upstream_wait: std::time::Duration,
+    /// The request's hold on its key's and model's limits, settled with its usage at the end.
+    admission: Option<Admission>,
 }
 
 impl Record {
@@ -61,6 +64,7 @@ impl Record {
             tokens: None,
             settled: false,
             upstream_wait: std::time::Duration::ZERO,
+            admission: None,
         }
     }
 
@@ -75,6 +79,11 @@ impl Record {
         if let Some(previous) = self.deployment.replace(deployment) {
             previous.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// The request was admitted by its limits: settled when it is over.
+    pub fn admitted(&mut self, admission: Admission) {
+        self.admission = Some(admission);
     }
 
     /// The replica of the current attempt.
@@ -160,6 +169,12 @@ impl Drop for Record {
         }
         if cancelled {
             stats.cancellations.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(admission) = self.admission.take() {
+            // Tokens as reported; an error answer with no usage used none; an answer without a
+            // report keeps its reservation spent.
+            let used = self.tokens.map(|(p, c)| p + c);
+            admission.settle(used.or((self.status >= 400).then_some(0)));
         }
         if let Some(deployment) = &self.deployment {
             deployment.stats.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -20,6 +20,7 @@ use crate::body::BoxError;
 use crate::config::response_ids::{Made, ResponseIds};
 use crate::config::state::InFlight;
 use crate::error::UpstreamFailure;
+use crate::fleet::Fleet;
 use crate::observe::record::Record;
 use crate::observe::usage::{JsonUsage, Tail};
 use crate::upstream::client::Cut;
@@ -54,6 +55,8 @@ pub struct Learner {
     pub made: Made,
     /// The start of a whole answer, kept until its id is found.
     pub start: Vec<u8>,
+    /// Shares the id with the fleet (through Redis, when configured).
+    pub fleet: Arc<Fleet>,
 }
 
 /// How much of a whole answer is searched for its id (it leads the object).
@@ -67,6 +70,7 @@ impl Learner {
             return false;
         };
         self.ids.learn(id, self.made.clone());
+        self.fleet.remember(id, &self.made);
         true
     }
 }

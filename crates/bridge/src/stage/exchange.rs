@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Method};
 
 use crate::config::registry::{Deployment, Endpoint, Registry};
+use crate::fleet::{Fleet, Rates};
 use crate::observe::record::Record;
 
 /// One request on its way through the stages.
@@ -38,6 +39,10 @@ pub struct Exchange {
     pub pinned: Option<usize>,
     /// The deployment serving the request, once resolved.
     pub deployment: Option<Arc<Deployment>>,
+    /// The fleet's limits.
+    pub fleet: Arc<Fleet>,
+    /// Where the caller's limits stood once admitted: the answer's `x-ratelimit-*` headers.
+    pub rates: Option<Rates>,
     /// What the request did, recorded when its answer is over.
     pub record: Record,
 }
@@ -49,6 +54,7 @@ impl Exchange {
         request_id: HeaderValue,
         endpoint: Endpoint,
         path_model: Option<String>,
+        fleet: Arc<Fleet>,
     ) -> Self {
         let record = Record::new(
             registry.clone(),
@@ -68,6 +74,8 @@ impl Exchange {
             query: None,
             extra_route: None,
             deployment: None,
+            fleet,
+            rates: None,
             record,
         }
     }

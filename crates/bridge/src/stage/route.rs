@@ -50,6 +50,9 @@ pub struct RoutedBody {
     previous: Option<Member>,
     /// For a multipart form: the parts to cut out, and the `model` value to replace.
     form: Option<Box<FormEdits>>,
+    /// The client's cap on output tokens (`max_tokens`, `max_completion_tokens`,
+    /// `max_output_tokens`): part of the request's token estimate.
+    max_tokens: Option<Member>,
 }
 
 /// What forwarding changes in a multipart form: whole parts cut out (the routing fields), and
@@ -65,6 +68,7 @@ pub struct FormEdits {
 /// Scans `body` and extracts the routing. Every client mistake is a 400 naming the field.
 pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
     let mut previous = None;
+    let mut max_tokens = None;
     let mut baseten = None;
     let mut model = None;
     let (mut stream, mut stream_options) = (false, false);
@@ -80,6 +84,7 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
             b"stream" => stream = &body[m.value.clone()] == b"true",
             b"stream_options" => stream_options = true,
             b"previous_response_id" => previous = Some(m),
+            b"max_tokens" | b"max_completion_tokens" | b"max_output_tokens" => max_tokens = Some(m),
             _ => {}
         }
         Ok(())
@@ -116,6 +121,7 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
         stream_options,
         previous,
         form: None,
+        max_tokens,
     })
 }
 
@@ -125,6 +131,7 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
 pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError> {
     let mut baseten = None;
     let mut model = None;
+    let mut max_tokens = None;
     let (mut stream, mut stream_options) = (false, false);
     scan_members(body, |m| {
         match m.key(body).as_ref() {
@@ -132,6 +139,7 @@ pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError
             b"model" => model = Some(m),
             b"stream" => stream = &body[m.value.clone()] == b"true",
             b"stream_options" => stream_options = true,
+            b"max_tokens" | b"max_completion_tokens" | b"max_output_tokens" => max_tokens = Some(m),
             _ => {}
         }
         Ok(())
@@ -149,6 +157,7 @@ pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError
         stream_options,
         previous: None,
         form: None,
+        max_tokens,
     })
 }
 
@@ -322,6 +331,7 @@ impl RoutedBody {
             stream_options: false,
             previous: None,
             form: None,
+            max_tokens: None,
         }
     }
 
@@ -338,6 +348,20 @@ impl RoutedBody {
     pub fn previous_response_id(&self, body: &[u8]) -> Option<String> {
         let member = self.previous.as_ref()?;
         serde_json::from_slice(&body[member.value.clone()]).ok()
+    }
+
+    /// The client's cap on output tokens, when it set one as a number.
+    pub fn max_tokens(&self, body: &[u8]) -> Option<u64> {
+        let member = self.max_tokens.as_ref()?;
+        std::str::from_utf8(&body[member.value.clone()])
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    /// Whether the body is a multipart form (its size says nothing of tokens).
+    pub fn is_form(&self) -> bool {
+        self.form.is_some()
     }
 
     /// The client sent `"stream": true`.

@@ -128,6 +128,7 @@ pub async fn send(
                             owner: ex.owner,
                         },
                         start: Vec::new(),
+                        fleet: ex.fleet.clone(),
                     });
                 }
                 return Ok(response);

@@ -1,0 +1,108 @@
+use super::*;
+use crate::fleet::bucket::Wait;
+
+fn quota(rpm: Option<u64>, tpm: Option<u64>, max_concurrent: Option<u64>) -> Quota {
+    Quota {
+        rpm,
+        tpm,
+        tpd: None,
+        max_concurrent,
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn alone_a_key_gets_its_rpm_then_a_refusal_with_the_wait() {
+    let fleet = Fleet::new(&LimitSettings::default());
+    let key = (fleet.scope("key:a"), quota(Some(3), None, None));
+    block_on(async {
+        for _ in 0..3 {
+            fleet
+                .admit(vec![key.clone()], 10)
+                .await
+                .unwrap()
+                .settle(Some(10));
+        }
+        let (at, refused, rates) = fleet.admit(vec![key.clone()], 10).await.unwrap_err();
+        assert_eq!((at, refused.kind, refused.limit), (0, Kind::Rpm, 3));
+        assert_eq!(refused.wait, Wait::For(std::time::Duration::from_secs(20)));
+        assert_eq!(rates.requests.map(|r| (r.0, r.1)), Some((3, 0)));
+    });
+}
+
+#[test]
+fn a_refusal_by_the_model_gives_the_key_back_what_it_took() {
+    let fleet = Fleet::new(&LimitSettings::default());
+    let key = (fleet.scope("key:a"), quota(Some(2), None, Some(5)));
+    let model = (fleet.scope("model:m"), quota(Some(1), None, None));
+    block_on(async {
+        let first = fleet
+            .admit(vec![key.clone(), model.clone()], 1)
+            .await
+            .unwrap();
+        let (at, refused, _) = fleet
+            .admit(vec![key.clone(), model.clone()], 1)
+            .await
+            .unwrap_err();
+        assert_eq!((at, refused.kind), (1, Kind::Rpm));
+        // The key's second request and its slot were given back: one more passes alone.
+        fleet.admit(vec![key.clone()], 1).await.unwrap();
+        assert!(fleet.admit(vec![key.clone()], 1).await.is_err());
+        drop(first);
+    });
+}
+
+#[test]
+fn slots_come_back_when_requests_end() {
+    let fleet = Fleet::new(&LimitSettings::default());
+    let key = (fleet.scope("key:a"), quota(None, None, Some(2)));
+    block_on(async {
+        let a = fleet.admit(vec![key.clone()], 0).await.unwrap();
+        let _b = fleet.admit(vec![key.clone()], 0).await.unwrap();
+        let (_, refused, _) = fleet.admit(vec![key.clone()], 0).await.unwrap_err();
+        assert_eq!(refused.kind, Kind::Concurrent);
+        a.settle(None);
+        fleet.admit(vec![key.clone()], 0).await.unwrap();
+    });
+}
+
+#[test]
+fn tokens_are_reserved_up_front_and_settled_with_the_usage() {
+    let fleet = Fleet::new(&LimitSettings::default());
+    let key = (fleet.scope("key:a"), quota(None, Some(100), None));
+    block_on(async {
+        let first = fleet.admit(vec![key.clone()], 60).await.unwrap();
+        assert_eq!(first.rates.tokens.map(|t| t.1), Some(40));
+        let (_, refused, _) = fleet.admit(vec![key.clone()], 60).await.unwrap_err();
+        assert_eq!(refused.kind, Kind::Tpm);
+        // It used 10 of its 60: 50 come back, and the second request fits.
+        first.settle(Some(10));
+        fleet.admit(vec![key.clone()], 60).await.unwrap();
+        // Larger than the whole limit: it never fits.
+        let (_, refused, _) = fleet.admit(vec![key.clone()], 101).await.unwrap_err();
+        assert_eq!(refused.wait, Wait::Never);
+    });
+}
+
+#[test]
+fn with_redis_unreachable_each_instance_counts_alone() {
+    let settings = LimitSettings {
+        redis: Some("redis://127.0.0.1:1/0".into()),
+        ..LimitSettings::default()
+    };
+    let fleet = Fleet::new(&settings);
+    let key = (fleet.scope("key:a"), quota(Some(2), None, None));
+    block_on(async {
+        assert!(!fleet.link().unwrap().is_up());
+        fleet.admit(vec![key.clone()], 1).await.unwrap();
+        fleet.admit(vec![key.clone()], 1).await.unwrap();
+        assert!(fleet.admit(vec![key.clone()], 1).await.is_err());
+    });
+}
