@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suite: real `bridge` processes driven by the official OpenAI and Anthropic
-# Python SDKs (tests/e2e) and the official OpenAI Node SDK (tests/e2e-node).
+# Python SDKs (tests/e2e) and the official OpenAI Node SDK (tests/e2e-node); fleets of them
+# share a real Redis (redis-server, from Debian's packages) in tests/e2e/test_fleet.py.
 # Creates .venv and tests/e2e-node/node_modules with the pinned packages when needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,11 @@ if ! cmp -s tests/e2e/requirements.txt "$stamp" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/e2e/requirements.txt
   cp tests/e2e/requirements.txt "$stamp"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server from Debian's packages (the fleet tests start their own)"
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 
 node_dir=tests/e2e-node

@@ -1,7 +1,7 @@
 //! Configuration: the operator's file, its validated runtime form, and how it changes while
 //! Bridge serves.
 //!
-//! - [`file`](mod@file): the TOML as written (serde, unknown keys refused) and every default.
+//! - [`file`](mod@file): the TOML as written (serde, unknown keys refused); [`defaults`]: every default.
 //! - [`validate`]: the file into a [`registry::Registry`], with errors naming the field.
 //! - [`registry`]: the routing table requests are served against; [`endpoint`]: the routes.
 //! - [`response_ids`]: which replica made which stored response (Responses API).
@@ -10,6 +10,7 @@
 //! - [`stats`]: what each deployment served, in atomics (read by `/metrics`).
 //! - [`live`]: the table in force, swapped atomically on reload.
 
+pub mod defaults;
 pub mod endpoint;
 pub mod file;
 pub mod keys;

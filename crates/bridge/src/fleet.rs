@@ -20,6 +20,7 @@ pub mod bucket;
 mod ids;
 pub mod link;
 pub mod scope;
+mod scripts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -84,11 +85,15 @@ impl Fleet {
                     let rates = rates(&limited, true, now);
                     return Err((i, refused, rates));
                 }
-                // Redis is down: counted alone from now on.
                 Err(link::Unreachable(_)) => {}
             }
         }
-        let share = self.link.as_ref().map_or(1, |l| l.instances());
+        // Redis is down: each instance enforces its share. After a single late answer (the
+        // link is still up) the request is counted against this instance's own use alone.
+        let share = match &self.link {
+            Some(link) if !link.is_up() => link.instances(),
+            _ => 1,
+        };
         for (i, (scope, quota)) in limited.iter().enumerate() {
             if let Err(refused) = scope.take_alone(quota, tokens, share, now) {
                 for (scope, _) in &limited[..i] {
@@ -103,7 +108,7 @@ impl Fleet {
 
     async fn admit_shared(
         &self,
-        link: &Link,
+        link: &Arc<Link>,
         limited: &[Limited],
         tokens: u64,
         now: Instant,
@@ -117,12 +122,13 @@ impl Fleet {
             owners.resize(entries.len(), i);
         }
         if !entries.is_empty() {
-            let asked: Vec<Entry> = entries.iter().map(|(_, e)| e.clone()).collect();
-            let (ok, grants) = link.take(&asked).await?;
-            let now = Instant::now();
-            for (((kind, _), granted), &i) in entries.iter().zip(&grants).zip(&owners) {
-                limited[i].0.granted(*kind, *granted, now);
-            }
+            let (ok, grants) = match take(link, limited, &entries, &owners).await? {
+                Some(answer) => answer,
+                // Late: admitted on credit. The leases run into debt, which the grant pays
+                // when it lands (or later refills do, if Redis refused): the fleet's count
+                // stays right.
+                None => (true, Vec::new()),
+            };
             if !ok {
                 let failed = entries
                     .iter()
@@ -145,7 +151,7 @@ impl Fleet {
             }
         }
         for (scope, quota) in limited {
-            scope.take_shared(quota, tokens);
+            scope.take_shared(quota, tokens, now);
         }
         Ok(Ok(()))
     }
@@ -206,6 +212,47 @@ impl Fleet {
             }
         })
         .await;
+    }
+}
+
+/// Asks Redis for `entries` (each for the scope `owners` names), waiting at most the link's
+/// timeout. The call runs on by itself, so an answer later than that still lands in the
+/// leases; `None` when it is late and the link still counts as up.
+async fn take(
+    link: &Arc<Link>,
+    limited: &[Limited],
+    entries: &[(Kind, Entry)],
+    owners: &[usize],
+) -> Result<Option<(bool, Vec<link::Granted>)>, link::Unreachable> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let asked: Vec<Entry> = entries.iter().map(|(_, e)| e.clone()).collect();
+    let scopes: Vec<(Arc<Scope>, Kind)> = owners
+        .iter()
+        .zip(entries)
+        .map(|(&i, (kind, _))| (limited[i].0.clone(), *kind))
+        .collect();
+    let call = link.clone();
+    tokio::spawn(async move {
+        let answer = call.take(&asked).await;
+        if let Ok((_, grants)) = &answer {
+            let now = Instant::now();
+            for ((scope, kind), granted) in scopes.iter().zip(grants) {
+                scope.granted(*kind, *granted, now);
+            }
+        }
+        let _ = tx.send(answer);
+    });
+    match tokio::time::timeout(link.timeout(), rx).await {
+        Ok(Ok(answer)) => answer.map(Some),
+        Ok(Err(_)) => Err(link::Unreachable("the Redis call was dropped".into())),
+        Err(_) => {
+            let late = link.late();
+            if link.is_up() {
+                Ok(None)
+            } else {
+                Err(late)
+            }
+        }
     }
 }
 

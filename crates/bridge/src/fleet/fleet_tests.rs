@@ -106,3 +106,56 @@ fn with_redis_unreachable_each_instance_counts_alone() {
         assert!(fleet.admit(vec![key.clone()], 1).await.is_err());
     });
 }
+
+#[test]
+fn counting_alone_after_redis_is_lost_starts_from_the_fleets_view() {
+    let fleet = Fleet::new(&LimitSettings::default());
+    let scope = fleet.scope("key:a");
+    let q = quota(Some(100), None, None);
+    let now = std::time::Instant::now();
+    // Counted in Redis: a lease of 5 taken when the fleet's bucket had 8 left, one spent here.
+    let mut entries = Vec::new();
+    scope.plan(&q, 0, now, &mut entries).unwrap();
+    assert_eq!(entries.len(), 1);
+    let granted = link::Granted {
+        granted: 5,
+        left: 3,
+        wait: std::time::Duration::ZERO,
+    };
+    scope.granted(Kind::Rpm, granted, now);
+    scope.take_shared(&q, 0, now);
+    // Redis is lost with two instances alive: this one has half of the 3 + 4 the fleet had
+    // left, not half of a full bucket.
+    for _ in 0..3 {
+        scope.take_alone(&q, 0, 2, now).unwrap();
+    }
+    let refused = scope.take_alone(&q, 0, 2, now).unwrap_err();
+    assert_eq!((refused.kind, refused.limit), (Kind::Rpm, 100));
+}
+
+#[test]
+fn a_lease_covers_requests_without_asking_redis() {
+    let fleet = Fleet::new(&LimitSettings::default());
+    let scope = fleet.scope("key:a");
+    let q = quota(Some(10_000), None, None);
+    let now = std::time::Instant::now();
+    let mut entries = Vec::new();
+    scope.plan(&q, 0, now, &mut entries).unwrap();
+    // 1 for the request, plus 1% of the limit for the next ones.
+    assert_eq!((entries[0].1.min, entries[0].1.want), (1, 101));
+    let granted = link::Granted {
+        granted: 101,
+        left: 9_899,
+        wait: std::time::Duration::ZERO,
+    };
+    scope.granted(Kind::Rpm, granted, now);
+    for _ in 0..101 {
+        let mut entries = Vec::new();
+        scope.plan(&q, 0, now, &mut entries).unwrap();
+        assert!(entries.is_empty());
+        scope.take_shared(&q, 0, now);
+    }
+    let mut entries = Vec::new();
+    scope.plan(&q, 0, now, &mut entries).unwrap();
+    assert_eq!(entries.len(), 1);
+}

@@ -10,92 +10,18 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::scripts::{HEARTBEAT, RETURN, TAKE};
+
 /// Prefix of every key Bridge writes.
 pub const PREFIX: &str = "bridge:";
 /// The sorted set of instances by their last heartbeat (Redis time, ms).
 const INSTANCES: &str = "bridge:instances";
+/// Longest wait for Redis off the request path (heartbeats, returns, late takes).
+const BACKGROUND: Duration = Duration::from_secs(1);
+/// Late answers in a row after which Redis counts as down.
+const LATE_IN_A_ROW: u32 = 3;
 /// An instance silent this long is dead: its concurrency slots return to the fleet.
 pub const DEAD_AFTER: Duration = Duration::from_secs(10);
-
-/// Takes from several shared limits at once, all or nothing. Per entry, `ARGV` holds the kind
-/// (`b`: a token bucket; `c`: concurrency slots, one hash field per instance), the limit, the
-/// bucket's period (ms), and the least and most to take. Returns `ok`, then per entry what was
-/// granted, what is left, and how long until the least would fit (ms). Redis's own clock is the
-/// fleet's, so instances' clocks never matter.
-const TAKE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local me, dead = ARGV[1], tonumber(ARGV[2])
-local n = #KEYS - 1
-local levels, ok = {}, 1
-for i = 1, n do
-  local a = 2 + (i - 1) * 5
-  local kind, cap, period, min = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local level
-  if kind == 'b' then
-    local h = redis.call('HMGET', KEYS[i], 'l', 't')
-    local l, at = tonumber(h[1]), tonumber(h[2])
-    if l == nil or at == nil then level = cap
-    else level = math.min(cap, l + math.max(0, now - at) * cap / period) end
-  else
-    local used, f = 0, redis.call('HGETALL', KEYS[i])
-    for j = 1, #f, 2 do
-      local beat = redis.call('ZSCORE', KEYS[#KEYS], f[j])
-      if f[j] == me or (beat and now - tonumber(beat) < dead) then
-        used = used + tonumber(f[j + 1])
-      else
-        redis.call('HDEL', KEYS[i], f[j])
-      end
-    end
-    level = cap - used
-  end
-  levels[i] = level
-  if level < min then ok = 0 end
-end
-local out = {ok}
-for i = 1, n do
-  local a = 2 + (i - 1) * 5
-  local kind, cap, period = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local min, want = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  local level, grant, wait = levels[i], 0, 0
-  if ok == 1 then grant = math.min(want, math.floor(level)) end
-  level = level - grant
-  if kind == 'b' then
-    redis.call('HSET', KEYS[i], 'l', tostring(level), 't', now)
-    redis.call('PEXPIRE', KEYS[i], period + 1000)
-    if level < min and grant == 0 then wait = math.ceil((min - level) * period / cap) end
-  else
-    if grant > 0 then redis.call('HINCRBY', KEYS[i], me, grant) end
-    if level < min and grant == 0 then wait = 1000 end
-  end
-  out[#out + 1] = grant
-  out[#out + 1] = math.max(0, math.floor(level))
-  out[#out + 1] = wait
-end
-return out
-";
-
-/// Gives back `ARGV[2]` slots of instance `ARGV[1]` (or sets them, with `ARGV[3] = 'set'`).
-const RETURN: &str = r"
-local v
-if ARGV[3] == 'set' then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); v = tonumber(ARGV[2])
-else
-  v = redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2]))
-end
-if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return v
-";
-
-/// Records this instance as alive and counts the live ones.
-const HEARTBEAT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local dead = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 100 * dead)
-return redis.call('ZCOUNT', KEYS[1], now - dead, '+inf')
-";
 
 /// One limit to take from: a token bucket (`capacity` per `period`) or concurrency slots.
 #[derive(Debug, Clone)]
@@ -145,6 +71,8 @@ pub struct Link {
     rtt_us: AtomicU64,
     /// Times Redis was lost (the instance then counted alone).
     pub fallbacks: AtomicU64,
+    /// Late answers in a row.
+    late: std::sync::atomic::AtomicU32,
     /// Slot returns waiting to be sent, by key.
     returns: Mutex<Vec<(String, u64)>>,
     /// Values to store (`SET NX` with a time to live), waiting to be sent.
@@ -177,6 +105,7 @@ impl Link {
             instances: AtomicU64::new(1),
             rtt_us: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            late: std::sync::atomic::AtomicU32::new(0),
             returns: Mutex::new(Vec::new()),
             writes: Mutex::new(Vec::new()),
             returned: tokio::sync::Notify::new(),
@@ -201,8 +130,9 @@ impl Link {
         Duration::from_micros(self.rtt_us.load(Ordering::Relaxed))
     }
 
-    /// Takes `entries` all or nothing. A failure or a late answer marks the link down (logged
-    /// once): the caller then counts alone until [`Link::keep_up`] finds Redis again.
+    /// Takes `entries` all or nothing. A failure marks the link down (logged once): the caller
+    /// then counts alone until [`Link::keep_up`] finds Redis again. The caller bounds its own
+    /// wait ([`Link::timeout`]); this call goes on, so a late grant is still kept.
     pub async fn take(&self, entries: &[Entry]) -> Result<(bool, Vec<Granted>), Unreachable> {
         let mut call = self.take.prepare_invoke();
         call.arg(&self.me).arg(DEAD_AFTER.as_millis() as u64);
@@ -216,7 +146,9 @@ impl Link {
         }
         call.key(INSTANCES);
         let answer: Vec<u64> = self
-            .call(|mut c| async move { call.invoke_async(&mut c).await })
+            .call(BACKGROUND, |mut c| async move {
+                call.invoke_async(&mut c).await
+            })
             .await?;
         let granted = answer
             .get(1..)
@@ -264,21 +196,25 @@ impl Link {
     pub async fn get(&self, key: &str) -> Result<Option<String>, Unreachable> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        self.call(|mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        self.call(self.timeout, |mut c| async move {
+            cmd.query_async(&mut c).await
+        })
+        .await
     }
 
     /// Sets this instance's slots of `key` to `count` (when it rejoins).
     pub async fn set_slots(&self, key: &str, count: u64) -> Result<(), Unreachable> {
         let mut call = self.give_back.prepare_invoke();
         call.key(key).arg(&self.me).arg(count).arg("set");
-        self.call(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
-            .await
-            .map(drop)
+        self.call(BACKGROUND, |mut c| async move {
+            call.invoke_async::<i64>(&mut c).await
+        })
+        .await
+        .map(drop)
     }
 
-    /// Runs a Redis call with the timeout; a failure marks the link down.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, Unreachable>
+    /// Runs a Redis call, for at most `limit`; a failure marks the link down.
+    async fn call<T, F, Fut>(&self, limit: Duration, f: F) -> Result<T, Unreachable>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -287,18 +223,34 @@ impl Link {
             return Err(Unreachable("not connected to Redis".into()));
         };
         let start = Instant::now();
-        match tokio::time::timeout(self.timeout, f((*connection).clone())).await {
+        match tokio::time::timeout(limit, f((*connection).clone())).await {
             Ok(Ok(value)) => {
+                self.late.store(0, Ordering::Relaxed);
                 self.rtt_us
                     .store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
                 Ok(value)
             }
             Ok(Err(e)) => Err(self.lost(&format!("Redis failed: {e}"))),
-            Err(_) => Err(self.lost(&format!(
-                "Redis did not answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Err(_) => Err(self.late()),
         }
+    }
+
+    /// The longest wait for Redis on the request path.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// An answer came later than [`Link::timeout`]. One is a hiccup; several in a row are a
+    /// slow Redis, and the instance stops waiting for it.
+    pub fn late(&self) -> Unreachable {
+        let why = format!(
+            "Redis did not answer within {} ms",
+            self.timeout.as_millis()
+        );
+        if self.late.fetch_add(1, Ordering::Relaxed) + 1 < LATE_IN_A_ROW {
+            return Unreachable(why);
+        }
+        self.lost(&format!("{why}, {LATE_IN_A_ROW} times in a row"))
     }
 
     fn lost(&self, why: &str) -> Unreachable {
@@ -331,7 +283,12 @@ impl Link {
                     Err(_) => {}
                 }
             }
-            if self.beat().await.is_ok() && !self.is_up() && rejoin().await.is_ok() {
+            let beat = self.beat().await;
+            if beat.is_err() {
+                // A fresh connection next time, rather than a client stuck reconnecting.
+                self.connection.store(None);
+            }
+            if beat.is_ok() && !self.is_up() && rejoin().await.is_ok() {
                 logged = false;
                 self.up.store(true, Ordering::Relaxed);
                 tracing::info!(
@@ -367,7 +324,9 @@ impl Link {
             .arg(&self.me)
             .arg(DEAD_AFTER.as_millis() as u64);
         let live: u64 = self
-            .call(|mut c| async move { call.invoke_async(&mut c).await })
+            .call(BACKGROUND, |mut c| async move {
+                call.invoke_async(&mut c).await
+            })
             .await?;
         self.instances.store(live.max(1), Ordering::Relaxed);
         Ok(())
@@ -390,7 +349,9 @@ impl Link {
                     .ignore();
             }
             let sent = self
-                .call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                .call(BACKGROUND, |mut c| async move {
+                    pipe.query_async::<()>(&mut c).await
+                })
                 .await;
             if sent.is_err() {
                 return;
@@ -404,7 +365,9 @@ impl Link {
             let mut call = self.give_back.prepare_invoke();
             call.key(&key).arg(&self.me).arg(count).arg("add");
             let sent = self
-                .call(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
+                .call(BACKGROUND, |mut c| async move {
+                    call.invoke_async::<i64>(&mut c).await
+                })
                 .await;
             if sent.is_err() {
                 // Down now: the rejoin sets every count afresh.

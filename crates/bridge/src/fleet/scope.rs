@@ -88,6 +88,8 @@ struct State {
     in_use: u64,
     /// Slots this instance holds in Redis.
     reserved: u64,
+    /// The last request counted in Redis: counting alone starts from the fleet's view.
+    was_shared: bool,
 }
 
 impl Scope {
@@ -100,6 +102,7 @@ impl Scope {
                 buckets: [None, None, None],
                 in_use: 0,
                 reserved: 0,
+                was_shared: false,
             }),
         }
     }
@@ -134,7 +137,8 @@ impl Scope {
     }
 
     /// Counting alone, at `1/share` of each limit: takes what the request needs from every
-    /// limit, or nothing.
+    /// limit, or nothing. Right after Redis was lost (`share` above 1), the local buckets start
+    /// from this instance's share of what the fleet had left.
     pub fn take_alone(
         &self,
         quota: &Quota,
@@ -143,6 +147,16 @@ impl Scope {
         now: Instant,
     ) -> Result<(), Refused> {
         let mut state = self.lock(quota, share, now);
+        if share > 1 && std::mem::take(&mut state.was_shared) {
+            // Redis was just lost: this instance's share of what the fleet had left.
+            for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
+                if let (Some((bucket, lease)), Some(limit)) = (slot.as_mut(), kind.of(quota)) {
+                    let left = lease.remaining((limit, kind.period()), now) / share;
+                    let now_left = bucket.remaining(now) as i64;
+                    bucket.adjust(left as i64 - now_left, now);
+                }
+            }
+        }
         // Every limit is checked before any is taken from: all or nothing.
         for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
             if let Some((bucket, _)) = slot {
@@ -202,7 +216,8 @@ impl Scope {
         now: Instant,
         entries: &mut Vec<(Kind, Entry)>,
     ) -> Result<(), Refused> {
-        let state = self.lock(quota, 1, now);
+        let mut state = self.lock(quota, 1, now);
+        state.was_shared = true;
         for (slot, kind) in state.buckets.iter().zip(BUCKETS) {
             let (Some((_, lease)), Some(limit)) = (slot, kind.of(quota)) else {
                 continue;
@@ -258,11 +273,14 @@ impl Scope {
 
     /// With Redis, the leases (refilled by [`Scope::granted`]) now cover the request: spends
     /// them. Requests racing here may overdraw a lease; the next refill pays the debt.
-    pub fn take_shared(&self, quota: &Quota, tokens: u64) {
+    pub fn take_shared(&self, quota: &Quota, tokens: u64, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
-            if let Some((_, lease)) = slot {
+            if let Some((bucket, lease)) = slot {
                 lease.held -= need(kind, tokens) as i64;
+                // The local bucket follows this instance's use, so that counting alone after
+                // Redis is lost starts from it, not from a full bucket.
+                bucket.adjust(-(need(kind, tokens) as i64), now);
             }
         }
         if quota.max_concurrent.is_some() {
@@ -275,10 +293,11 @@ impl Scope {
     pub fn settle(&self, delta: i64, shared: bool, link: Option<&Link>, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
-            match slot {
-                Some((_, lease)) if shared && kind.is_tokens() => lease.held += delta,
-                Some((bucket, _)) if kind.is_tokens() => bucket.adjust(delta, now),
-                _ => {}
+            if let (Some((bucket, lease)), true) = (slot, kind.is_tokens()) {
+                if shared {
+                    lease.held += delta;
+                }
+                bucket.adjust(delta, now);
             }
         }
         let Some(max) = state.quota.max_concurrent else {

@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use serde_json::Value;
 use serde_json::{json, Map};
 
 fn forwarded(body: &str, new_model: Option<&str>) -> (Routing, Value) {
