@@ -5,15 +5,20 @@ reports the difference divided by 2,000, so start-up and shutdown cancel out.
     target/release/bridge simulate --listen 127.0.0.1:0      # prints the engine's URL
     RUST_LOG=warn python3 benchmarks/callgrind.py target/release/bridge http://127.0.0.1:PORT
 
+A third argument adds lines to the model's table, e.g. its limits:
+    ... callgrind.py BINARY URL 'rpm = 6000000
+    tpm = 6000000000'
+
 Needs valgrind (Debian: valgrind). One worker; the engine runs outside valgrind."""
 import http.client, json, os, re, signal, subprocess, sys, tempfile, time
 
 binary, sim_url = sys.argv[1], sys.argv[2]
+model_extra = sys.argv[3] if len(sys.argv) > 3 else ""
 counts = (500, 2500)
 body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hello there, how are you today?"}],
                    "max_tokens": 16, "baseten": {"model_id": "m"}})
 cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-cfg.write(f'[server]\nlisten = "127.0.0.1:0"\nworkers = 1\n[[models]]\nid = "m"\n[[models.deployments]]\nid = "d"\nreplicas = ["{sim_url}/v1"]\nhealth_path = ""\n')
+cfg.write(f'[server]\nlisten = "127.0.0.1:0"\nworkers = 1\n[[models]]\nid = "m"\n{model_extra}\n[[models.deployments]]\nid = "d"\nreplicas = ["{sim_url}/v1"]\nhealth_path = ""\n')
 cfg.close()
 totals = []
 for n in counts:

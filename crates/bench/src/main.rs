@@ -2,6 +2,7 @@
 //! interleaved run on one machine (see ../shared/docs/benchmarks.md and BENCHMARKS.md).
 //! Run it through `scripts/bench.sh`, which installs nginx and builds in release mode.
 
+mod limits;
 mod load;
 mod procs;
 mod report;
@@ -34,7 +35,7 @@ struct Args {
     /// Concurrent streams in the scale run (see Plan::new for why the default is 9,900).
     #[arg(long, default_value_t = 9900)]
     scale_streams: usize,
-    /// Run only these figures (latency, sweep, bodies, streams), for profiling work.
+    /// Run only these figures (latency, sweep, bodies, streams, limits), for profiling work.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -280,6 +281,21 @@ async fn run(args: Args) -> Result<()> {
             // Let connections close before the next arm.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    if wanted("limits") {
+        phase("limits: none, per instance, shared through Redis");
+        let rounds = plan.c1_rounds.div_ceil(2);
+        results.limits = limits::figure(
+            &engine,
+            &targets[1],
+            &dir,
+            small.clone(),
+            rounds,
+            plan.c1_per_round,
+            plan.sweep_time,
+        )
+        .await?;
     }
 
     tokio::time::sleep(Duration::from_secs(if args.quick { 2 } else { 5 })).await;

@@ -96,18 +96,75 @@ pub async fn start_engine() -> Result<Server> {
 
 /// Bridge, routing model `bench` to `engine`.
 pub async fn start_bridge(engine: &Server, dir: &Path) -> Result<Server> {
+    start_bridge_with(engine, dir, "bridge", "").await
+}
+
+/// Bridge named `name` (its config file too), routing model `bench` to `engine`, with `more`
+/// added to the model's table and the file.
+pub async fn start_bridge_with(
+    engine: &Server,
+    dir: &Path,
+    name: &'static str,
+    more: &str,
+) -> Result<Server> {
     let config = format!(
-        "[[models]]\nid = \"bench\"\n[[models.deployments]]\nid = \"d\"\nreplicas = [\"http://{}/v1\"]\n",
+        "[[models]]\nid = \"bench\"\n{more}\n[[models.deployments]]\nid = \"d\"\nreplicas = [\"http://{}/v1\"]\n",
         engine.addr
     );
-    let path = dir.join("bridge.toml");
+    let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let path = path.display().to_string();
     start_bridge_process(
-        "bridge",
+        name,
         &["serve", "--listen", "127.0.0.1:0", "--config", &path],
     )
     .await
+}
+
+/// `redis-server` (Debian's package) on a free loopback port, keeping nothing on disk.
+pub async fn start_redis() -> Result<Server> {
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (scripts/bench.sh installs it): {e}"))?;
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            return Ok(Server { addr, child });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("redis-server did not start".into())
+}
+
+/// One Redis command's answer, raw (RESP), e.g. `INFO commandstats`.
+pub async fn redis_command(addr: &str, args: &[&str]) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0; 65536];
+    let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// A free loopback port (for nginx, which cannot be told to pick one).

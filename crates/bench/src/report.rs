@@ -21,6 +21,8 @@ pub struct Results {
     /// Bridge's RSS (KiB) against its open streams, sampled during the scale run.
     pub rss_curve: Vec<(usize, u64)>,
     pub cpu: Vec<Cpu>,
+    /// Bridge without limits, with limits per instance, with limits shared through Redis.
+    pub limits: Vec<crate::limits::LimitsPoint>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,10 +193,38 @@ impl Results {
                 ratio(b.cpu_ms_per_1000, n.cpu_ms_per_1000)
             );
         }
+        self.limits_table(&mut out);
         out
     }
 
     /// Writes results.json, sweep.csv, rss.csv, the plots and table.md into `dir`.
+    fn limits_table(&self, out: &mut String) {
+        let Some(off) = self.limits.first() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "\n### What limits cost (every limit of a model set, never refusing)\n"
+        );
+        let _ = writeln!(out, "| arm | c=1 p50 µs | c=1 p99 µs | vs none p50 µs | c=64 req/s | × none | Redis calls per 1,000 requests |\n|---|---|---|---|---|---|---|");
+        for p in &self.limits {
+            let calls = p
+                .redis_calls_per_1000
+                .map_or_else(|| "–".to_string(), |c| format!("{c:.1}"));
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} | {:.1} | {:+.1} | {:.0} | {:.2} | {calls} |",
+                p.arm,
+                p.c1_p50_us,
+                p.c1_p99_us,
+                p.c1_p50_us - off.c1_p50_us,
+                p.c64_rps,
+                p.c64_rps / off.c64_rps.max(1.0)
+            );
+        }
+        let _ = writeln!(out);
+    }
+
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let write = |name: &str, text: String| {

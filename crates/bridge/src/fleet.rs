@@ -34,7 +34,8 @@ use scope::{Kind, Refused, Scope, Standing};
 #[derive(Debug, Default)]
 pub struct Fleet {
     link: Option<Arc<Link>>,
-    scopes: Mutex<HashMap<String, Arc<Scope>>>,
+    /// Keys' scopes, then models', by name (looked up without building a string).
+    scopes: [Mutex<HashMap<String, Arc<Scope>>>; 2],
     /// Requests refused, by key, model and limit.
     limited: Mutex<HashMap<(String, String, &'static str), u64>>,
 }
@@ -59,14 +60,23 @@ impl Fleet {
         self.link.as_ref()
     }
 
-    /// The scope named `id` (`key:{name}`, `model:{id}`), made on first use.
-    pub fn scope(&self, id: &str) -> Arc<Scope> {
-        let mut scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(scope) = scopes.get(id) {
+    /// The scope of the key named `name`, made on first use.
+    pub fn key_scope(&self, name: &str) -> Arc<Scope> {
+        self.scope(0, "key", name)
+    }
+
+    /// The scope of the model `id` (every key's requests to it), made on first use.
+    pub fn model_scope(&self, id: &str) -> Arc<Scope> {
+        self.scope(1, "model", id)
+    }
+
+    fn scope(&self, at: usize, kind: &str, name: &str) -> Arc<Scope> {
+        let mut scopes = self.scopes[at].lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(scope) = scopes.get(name) {
             return scope.clone();
         }
-        let scope = Arc::new(Scope::new(id.to_string()));
-        scopes.insert(id.to_string(), scope.clone());
+        let scope = Arc::new(Scope::new(format!("{kind}:{name}")));
+        scopes.insert(name.to_string(), scope.clone());
         scope
     }
 
@@ -200,10 +210,11 @@ impl Fleet {
             async move {
                 let scopes: Vec<_> = fleet
                     .scopes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .cloned()
+                    .iter()
+                    .flat_map(|m| {
+                        let m = m.lock().unwrap_or_else(|e| e.into_inner());
+                        m.values().cloned().collect::<Vec<_>>()
+                    })
                     .collect();
                 for scope in scopes {
                     scope.rejoin(&link).await?;

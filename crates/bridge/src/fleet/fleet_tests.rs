@@ -21,7 +21,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 #[test]
 fn alone_a_key_gets_its_rpm_then_a_refusal_with_the_wait() {
     let fleet = Fleet::new(&LimitSettings::default());
-    let key = (fleet.scope("key:a"), quota(Some(3), None, None));
+    let key = (fleet.key_scope("a"), quota(Some(3), None, None));
     block_on(async {
         for _ in 0..3 {
             fleet
@@ -40,8 +40,8 @@ fn alone_a_key_gets_its_rpm_then_a_refusal_with_the_wait() {
 #[test]
 fn a_refusal_by_the_model_gives_the_key_back_what_it_took() {
     let fleet = Fleet::new(&LimitSettings::default());
-    let key = (fleet.scope("key:a"), quota(Some(2), None, Some(5)));
-    let model = (fleet.scope("model:m"), quota(Some(1), None, None));
+    let key = (fleet.key_scope("a"), quota(Some(2), None, Some(5)));
+    let model = (fleet.model_scope("m"), quota(Some(1), None, None));
     block_on(async {
         let first = fleet
             .admit(vec![key.clone(), model.clone()], 1)
@@ -62,7 +62,7 @@ fn a_refusal_by_the_model_gives_the_key_back_what_it_took() {
 #[test]
 fn slots_come_back_when_requests_end() {
     let fleet = Fleet::new(&LimitSettings::default());
-    let key = (fleet.scope("key:a"), quota(None, None, Some(2)));
+    let key = (fleet.key_scope("a"), quota(None, None, Some(2)));
     block_on(async {
         let a = fleet.admit(vec![key.clone()], 0).await.unwrap();
         let _b = fleet.admit(vec![key.clone()], 0).await.unwrap();
@@ -76,7 +76,7 @@ fn slots_come_back_when_requests_end() {
 #[test]
 fn tokens_are_reserved_up_front_and_settled_with_the_usage() {
     let fleet = Fleet::new(&LimitSettings::default());
-    let key = (fleet.scope("key:a"), quota(None, Some(100), None));
+    let key = (fleet.key_scope("a"), quota(None, Some(100), None));
     block_on(async {
         let first = fleet.admit(vec![key.clone()], 60).await.unwrap();
         assert_eq!(first.rates.tokens.map(|t| t.1), Some(40));
@@ -98,7 +98,7 @@ fn with_redis_unreachable_each_instance_counts_alone() {
         ..LimitSettings::default()
     };
     let fleet = Fleet::new(&settings);
-    let key = (fleet.scope("key:a"), quota(Some(2), None, None));
+    let key = (fleet.key_scope("a"), quota(Some(2), None, None));
     block_on(async {
         assert!(!fleet.link().unwrap().is_up());
         fleet.admit(vec![key.clone()], 1).await.unwrap();
@@ -110,7 +110,7 @@ fn with_redis_unreachable_each_instance_counts_alone() {
 #[test]
 fn counting_alone_after_redis_is_lost_starts_from_the_fleets_view() {
     let fleet = Fleet::new(&LimitSettings::default());
-    let scope = fleet.scope("key:a");
+    let scope = fleet.key_scope("a");
     let q = quota(Some(100), None, None);
     let now = std::time::Instant::now();
     // Counted in Redis: a lease of 5 taken when the fleet's bucket had 8 left, one spent here.
@@ -136,7 +136,7 @@ fn counting_alone_after_redis_is_lost_starts_from_the_fleets_view() {
 #[test]
 fn a_lease_covers_requests_without_asking_redis() {
     let fleet = Fleet::new(&LimitSettings::default());
-    let scope = fleet.scope("key:a");
+    let scope = fleet.key_scope("a");
     let q = quota(Some(10_000), None, None);
     let now = std::time::Instant::now();
     let mut entries = Vec::new();

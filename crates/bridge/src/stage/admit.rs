@@ -8,8 +8,10 @@
 //! [`crate::fleet::Admission::settle`]), so a long stream is never cut off midway: a request
 //! that cannot fit is refused up front.
 
+use std::ops::Range;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::keys::Caller;
@@ -34,11 +36,10 @@ pub async fn admit(
     let model_quota = model.map(|m| m.quota).unwrap_or_default();
     let mut limited: Vec<Limited> = Vec::with_capacity(2);
     if !key_quota.is_none() {
-        limited.push((fleet.scope(&format!("key:{}", caller.name())), key_quota));
+        limited.push((fleet.key_scope(caller.name()), key_quota));
     }
     if !model_quota.is_none() {
-        let id = &deployment.model_id;
-        limited.push((fleet.scope(&format!("model:{id}")), model_quota));
+        limited.push((fleet.model_scope(&deployment.model_id), model_quota));
     }
     if limited.is_empty() {
         return Ok(None);
@@ -105,7 +106,9 @@ fn refusal(scope: &str, kind: Kind, limit: u64, tokens: u64, wait: Wait) -> ApiE
     }
 }
 
-/// `x-ratelimit-*` as OpenAI sends them.
+/// `x-ratelimit-*` as OpenAI sends them. They go on every answer to a limited key, so their
+/// six values are written into one buffer and shared as slices of it (one allocation, not
+/// six formatted strings).
 pub fn insert_rates(headers: &mut HeaderMap, rates: &Rates) {
     const NAMES: [[HeaderName; 3]; 2] = [
         [
@@ -119,29 +122,78 @@ pub fn insert_rates(headers: &mut HeaderMap, rates: &Rates) {
             HeaderName::from_static("x-ratelimit-reset-tokens"),
         ],
     ];
-    for (names, standing) in NAMES.iter().zip([rates.requests, rates.tokens]) {
+    let mut text = BytesMut::with_capacity(96);
+    let mut spans = [[0..0, 0..0, 0..0], [0..0, 0..0, 0..0]];
+    for (spans, standing) in spans.iter_mut().zip([rates.requests, rates.tokens]) {
         let Some((limit, left, reset)) = standing else {
             continue;
         };
-        headers.insert(names[0].clone(), HeaderValue::from(limit));
-        headers.insert(names[1].clone(), HeaderValue::from(left));
-        if let Ok(reset) = HeaderValue::from_str(&duration_text(reset)) {
-            headers.insert(names[2].clone(), reset);
+        spans[0] = written(&mut text, |t| push_number(t, limit));
+        spans[1] = written(&mut text, |t| push_number(t, left));
+        spans[2] = written(&mut text, |t| push_duration(t, reset));
+    }
+    let text = text.freeze();
+    headers.reserve(6);
+    for (names, spans) in NAMES.iter().zip(spans) {
+        for (name, span) in names.iter().zip(spans) {
+            if span.is_empty() {
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(span)) {
+                headers.insert(name.clone(), value);
+            }
         }
     }
 }
 
-/// A duration as OpenAI's headers write it: `20ms`, `1s`, `6m0s`, `23h59m59s`.
-pub fn duration_text(d: Duration) -> String {
+/// What `write` appends to `text`, as a range of it.
+fn written(text: &mut BytesMut, write: impl FnOnce(&mut BytesMut)) -> Range<usize> {
+    let start = text.len();
+    write(text);
+    start..text.len()
+}
+
+fn push_number(text: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    text.extend_from_slice(&digits[at..]);
+}
+
+/// A duration as OpenAI's headers write it: `20ms`, `1s`, `6m0s`, `23h59m59s` (whole seconds,
+/// rounded up, from one second on).
+fn push_duration(text: &mut BytesMut, d: Duration) {
     if d < Duration::from_secs(1) {
-        return format!("{}ms", d.as_millis());
+        push_number(text, d.as_millis() as u64);
+        text.extend_from_slice(b"ms");
+        return;
     }
-    let s = d.as_secs_f64().ceil() as u64;
-    match (s / 3600, s / 60 % 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    if h > 0 {
+        push_number(text, h);
+        text.extend_from_slice(b"h");
     }
+    if h > 0 || m > 0 {
+        push_number(text, m);
+        text.extend_from_slice(b"m");
+    }
+    push_number(text, s);
+    text.extend_from_slice(b"s");
+}
+
+/// [`push_duration`] as a string, for messages.
+pub fn duration_text(d: Duration) -> String {
+    let mut text = BytesMut::with_capacity(16);
+    push_duration(&mut text, d);
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 #[cfg(test)]
@@ -154,6 +206,20 @@ mod tests {
         assert_eq!(duration_text(Duration::from_millis(1500)), "2s");
         assert_eq!(duration_text(Duration::from_secs(360)), "6m0s");
         assert_eq!(duration_text(Duration::from_secs(86_399)), "23h59m59s");
+        assert_eq!(duration_text(Duration::from_secs(3600)), "1h0m0s");
+        let mut headers = HeaderMap::new();
+        let rates = Rates {
+            requests: Some((600, 599, Duration::from_millis(100))),
+            tokens: Some((200_000, 0, Duration::from_secs(60))),
+        };
+        insert_rates(&mut headers, &rates);
+        let get = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_string();
+        assert_eq!(get("x-ratelimit-limit-requests"), "600");
+        assert_eq!(get("x-ratelimit-remaining-requests"), "599");
+        assert_eq!(get("x-ratelimit-reset-requests"), "100ms");
+        assert_eq!(get("x-ratelimit-limit-tokens"), "200000");
+        assert_eq!(get("x-ratelimit-remaining-tokens"), "0");
+        assert_eq!(get("x-ratelimit-reset-tokens"), "1m0s");
     }
 
     #[test]
