@@ -296,3 +296,44 @@ def test_response_ids_work_through_any_instance(engine, redis):
             other.responses.retrieve(made.id)
     finally:
         fleet.stop()
+
+
+def test_a_client_that_leaves_gives_its_slot_back(engine, redis):
+    fleet = Fleet(2, fleet_config(engine.url, redis.url, "max_concurrent = 1"))
+    a, b = fleet.urls()
+    try:
+        client = httpx.Client(timeout=60)
+        request = client.build_request(
+            "POST",
+            f"{a}/v1/direct/chat/completions",
+            content=body(stream=True, simulate={"gap_ms": 500, "chunks": 60}),
+            headers={"authorization": "Bearer sk-team-a", "content-type": "application/json"},
+        )
+        held = client.send(request, stream=True)
+        assert held.status_code == 200
+        assert chat(b).status_code == 429
+        # The client leaves mid-stream: its slot returns to the fleet at once.
+        held.close()
+        client.close()
+        left = time.time()
+        while chat(b).status_code != 200:
+            assert time.time() - left < 3, "the slot of a client that left never came back"
+            time.sleep(0.05)
+    finally:
+        fleet.stop()
+
+
+def test_limits_follow_a_reload(engine, redis):
+    fleet = Fleet(1, fleet_config(engine.url, redis.url, "rpm = 2"))
+    url = fleet.urls()[0]
+    try:
+        assert [chat(url).status_code for _ in range(3)] == [200, 200, 429]
+        path = fleet.dir / "bridge.toml"
+        path.write_text(path.read_text().replace("rpm = 2", "rpm = 1000"))
+        # Bridge looks at its file every second; the new limit's bucket refills at its rate.
+        deadline = time.time() + 10
+        while chat(url).headers.get("x-ratelimit-limit-requests") != "1000":
+            assert time.time() < deadline, "the new limit never applied"
+            time.sleep(0.2)
+    finally:
+        fleet.stop()
