@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::file::{LimitsConfig, DEFAULT_REDIS_TIMEOUT_MS};
-use super::keys::secret;
 
 /// The limits of one key, or of one model for every key together. `None`: no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -83,12 +82,16 @@ impl LimitSettings {
         let Some(config) = config else {
             return Ok(LimitSettings::default());
         };
-        let redis = secret(
-            "limits.redis",
-            config.redis.as_deref(),
-            config.redis_env.as_deref(),
-            None,
-        )?;
+        let redis = match (&config.redis, &config.redis_env) {
+            (Some(_), Some(_)) => return Err("limits: give redis or redis_env, not both".into()),
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(var)) => {
+                Some(std::env::var(var).map_err(|_| {
+                    format!("limits.redis_env: environment variable {var} is not set")
+                })?)
+            }
+            (None, None) => None,
+        };
         if let Some(url) = &redis {
             if !url.starts_with("redis://") {
                 return Err(format!(
