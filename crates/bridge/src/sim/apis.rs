@@ -89,13 +89,18 @@ pub(super) async fn messages(config: &SimConfig, body: &Value) -> Response<SimBo
     let output_tokens = pieces.len() as u64;
     let id = hex_id("msg");
     let model = body["model"].as_str().unwrap_or(&config.model).to_string();
+    // Every field the published schema requires, null where the API sends null.
     let message = |content: Value, stop: Value, output: u64| {
         json!({"id": id, "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output}})
+            "stop_details": null, "container": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output,
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                "cache_creation": null, "inference_geo": null, "output_tokens_details": null,
+                "server_tool_use": null, "service_tier": "standard"}})
     };
     if body["stream"] != true {
-        let content = json!([{"type": "text", "text": text}]);
+        let content = json!([{"type": "text", "text": text, "citations": null}]);
         return json_response(
             StatusCode::OK,
             &message(content, json!("end_turn"), output_tokens),
@@ -112,7 +117,7 @@ pub(super) async fn messages(config: &SimConfig, body: &Value) -> Response<SimBo
         ),
         event(
             "content_block_start",
-            json!({"index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"index": 0, "content_block": {"type": "text", "text": "", "citations": null}}),
         ),
         event("ping", json!({})),
     ];
@@ -134,7 +139,13 @@ pub(super) async fn messages(config: &SimConfig, body: &Value) -> Response<SimBo
         ));
     }
     plan.push(event("content_block_stop", json!({"index": 0})));
-    plan.push(event("message_delta", json!({"delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output_tokens}})));
+    let usage = json!({"input_tokens": input_tokens, "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+        "output_tokens_details": null, "server_tool_use": null});
+    plan.push(event(
+        "message_delta",
+        json!({"delta": {"stop_reason": "end_turn", "stop_sequence": null, "stop_details": null, "container": null}, "usage": usage}),
+    ));
     if sim["no_done"] != true {
         plan.push(event("message_stop", json!({})));
     }

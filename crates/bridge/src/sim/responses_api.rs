@@ -124,21 +124,26 @@ pub(super) async fn responses(
     let output_tokens = pieces.len() as u64;
     let message = |status: &str, text: &str| {
         json!({"type": "message", "id": message_id, "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]})
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
     };
-    let response = |status: &str, output: Value, usage: Value| {
-        json!({"id": id, "object": "response", "created_at": now(), "status": status,
+    // `usage` is left out until there is one: the schema has it optional, not nullable.
+    let response = |status: &str, output: Value, usage: Option<Value>| {
+        let mut response = json!({"id": id, "object": "response", "created_at": now(), "status": status,
             "error": null, "incomplete_details": null, "instructions": body["instructions"],
             "max_output_tokens": body["max_output_tokens"], "model": model, "output": output,
             "parallel_tool_calls": true, "previous_response_id": previous, "reasoning": null,
             "store": true, "temperature": 1.0, "text": {"format": {"type": "text"}},
             "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled",
-            "usage": usage, "user": null, "metadata": {}})
+            "metadata": {}});
+        if let Some(usage) = usage {
+            response["usage"] = usage;
+        }
+        response
     };
     let usage = json!({"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens});
-    let done = response("completed", json!([message("completed", &text)]), usage);
+    let done = response("completed", json!([message("completed", &text)]), Some(usage));
     let input = match &body["input"] {
         Value::String(text) => json!([{"type": "message", "id": hex_id("msg"), "role": "user",
             "content": [{"type": "input_text", "text": text}]}]),
@@ -158,14 +163,14 @@ pub(super) async fn responses(
         seq += 1;
         typed(kind, &data)
     };
-    let started = response("in_progress", json!([]), Value::Null);
+    let started = response("in_progress", json!([]), None);
     plan.push(event("response.created", json!({"response": started})));
     plan.push(event("response.in_progress", json!({"response": started})));
     plan.push(event(
         "response.output_item.added",
         json!({"output_index": 0, "item": message("in_progress", "")}),
     ));
-    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
+    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
     let at = json!({"item_id": message_id, "output_index": 0, "content_index": 0});
     let with = |extra: Value| {
         let mut v = at.clone();
