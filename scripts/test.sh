@@ -2,7 +2,8 @@
 # Runs Bridge's whole test suite on a fresh machine, installing what it needs:
 # formatting and lints, the Rust unit and integration tests, and the end-to-end suite that
 # drives Bridge with the official OpenAI and Anthropic Python SDKs (pinned, in a project-local venv)
-# and the official OpenAI Node SDK (pinned, npm).
+# and the official OpenAI Node SDK (pinned, npm), then the real-engine suite (llama.cpp's
+# llama-server built from the llama-cpp-python sdist, cached under ~/.cache/bridge-engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,6 @@ cargo test --locked
 
 echo "== end-to-end tests (official OpenAI and Anthropic Python SDKs, OpenAI Node SDK)"
 scripts/e2e.sh
+
+echo "== real-engine tests (llama.cpp's llama-server, built once and cached under ~/.cache)"
+scripts/test-engine.sh

@@ -143,7 +143,11 @@ pub(super) async fn responses(
     let usage = json!({"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens});
-    let done = response("completed", json!([message("completed", &text)]), Some(usage));
+    let done = response(
+        "completed",
+        json!([message("completed", &text)]),
+        Some(usage),
+    );
     let input = match &body["input"] {
         Value::String(text) => json!([{"type": "message", "id": hex_id("msg"), "role": "user",
             "content": [{"type": "input_text", "text": text}]}]),
