@@ -20,8 +20,8 @@ model=$(made make_model.py bridge-tiny)
 embedder=$(made make_embedder.py all-minilm-l6-v2)
 echo "engine setup: $(( $(date +%s) - start )) s (cached under $cache)"
 
-if [ ! -x .venv/bin/python ]; then
-  echo "the SDK venv is missing: run scripts/e2e.sh (scripts/test.sh does) first" >&2
+if [ ! -x .venv/bin/python ] || [ ! -d tests/e2e-node/node_modules/openai ]; then
+  echo "the SDKs are missing: run scripts/e2e.sh (scripts/test.sh does) first" >&2
   exit 1
 fi
 cargo build --locked --bin bridge

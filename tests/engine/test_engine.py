@@ -3,6 +3,7 @@ Bridge with the official SDKs. At temperature 0 the same request gives the same 
 ways; errors arrive in each SDK's own class; a client that leaves stops the generation; a
 replica killed under load costs only the requests it held."""
 
+import subprocess
 import threading
 import time
 
@@ -11,7 +12,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from conftest import CONTEXT, Bridge, Engine, bridge_config
+from conftest import CONTEXT, ROOT, Bridge, Engine, bridge_config
 
 ROUTE = {"baseten": {"model_id": "tiny"}}
 ASK = dict(model="tiny", messages=[{"role": "user", "content": "hello there"}], max_tokens=12, temperature=0)
@@ -99,6 +100,12 @@ def test_a_prompt_over_the_context_is_each_sdks_error(engine, bridge):
     claude = anthropic.Anthropic(base_url=bridge.url, api_key="unused", max_retries=0)
     with pytest.raises(anthropic.BadRequestError):
         claude.messages.create(model="tiny", max_tokens=4, messages=[{"role": "user", "content": long}], extra_body=ROUTE)
+    # The official Node SDK too (the package tests/e2e-node pins).
+    script = ROOT / "tests" / "e2e-node" / "engine-error.mjs"
+    for words, said in [(CONTEXT * 4, "BadRequestError 400"), (3, "ok")]:
+        done = subprocess.run(["node", str(script), f"{bridge.url}/v1/direct", "tiny", str(words)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == said, done.stdout + done.stderr
 
 
 def processing(engine) -> int:
