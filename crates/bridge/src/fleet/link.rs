@@ -288,6 +288,12 @@ impl Link {
                 // A fresh connection next time, rather than a client stuck reconnecting.
                 self.connection.store(None);
             }
+            if beat.is_ok() && !self.is_up() {
+                // Returns queued while down are stale: the rejoin sets every count afresh.
+                if let Ok(mut returns) = self.returns.lock() {
+                    returns.clear();
+                }
+            }
             if beat.is_ok() && !self.is_up() && rejoin().await.is_ok() {
                 logged = false;
                 self.up.store(true, Ordering::Relaxed);
