@@ -19,6 +19,10 @@ if ! cmp -s tests/e2e/requirements.txt "$stamp" 2>/dev/null; then
   cp tests/e2e/requirements.txt "$stamp"
 fi
 
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus (for promtool) from Debian's packages (the rules are checked with it)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "installing redis-server from Debian's packages (the fleet tests start their own)"
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null

@@ -17,7 +17,7 @@ pub mod edit;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,13 +49,14 @@ pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
     fleet: Arc<Fleet>,
+    draining: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) {
     server::serve(
         listener,
         shutdown,
         server::DEFAULT_DRAIN_TIMEOUT,
-        move |request| handle(live.clone(), fleet.clone(), request),
+        move |request| handle(live.clone(), fleet.clone(), draining.clone(), request),
     )
     .await;
 }
@@ -63,6 +64,7 @@ pub async fn serve(
 async fn handle(
     live: Arc<Live>,
     fleet: Arc<Fleet>,
+    draining: Arc<AtomicBool>,
     request: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
     let request_id = crate::dispatch::request_id(request.headers().get(REQUEST_ID));
@@ -75,7 +77,11 @@ async fn handle(
             None => Err(ApiError::unknown_route("the admin API is off")),
         };
         let mut response = match allowed {
-            Ok(()) => crate::observe::metrics::response(&registry, &fleet),
+            Ok(()) => crate::observe::metrics::response(
+                &registry,
+                &fleet,
+                draining.load(Ordering::Relaxed),
+            ),
             Err(error) => error.into_response(),
         };
         response.headers_mut().insert(REQUEST_ID, request_id);

@@ -106,12 +106,13 @@ impl App {
             })?);
         }
         let accepting = stopped(stop.clone());
-        let (live, fleet) = (self.live.clone(), self.fleet.clone());
+        let (live, fleet, draining) = (self.live.clone(), self.fleet.clone(), flag.clone());
         threads.push(spawn_runtime("bridge-accept".into(), async move {
             let admin_api = async {
                 if let Some(admin) = admin {
                     let admin = TcpListener::from_std(admin)?;
-                    admin::serve(admin, live.clone(), fleet.clone(), requested(stop)).await;
+                    let (live, fleet) = (live.clone(), fleet.clone());
+                    admin::serve(admin, live, fleet, draining, requested(stop)).await;
                 }
                 Ok::<_, std::io::Error>(())
             };

@@ -227,7 +227,11 @@ where
         Some(Route::Health) => Ok(health(&state)),
         Some(Route::Metrics) => {
             if registry.public_metrics {
-                Ok(metrics::response(&registry, &state.fleet))
+                Ok(metrics::response(
+                    &registry,
+                    &state.fleet,
+                    state.is_draining(),
+                ))
             } else {
                 Err(ApiError::unknown_route(
                     "metrics are served on the admin listener only ([server] metrics = false)",

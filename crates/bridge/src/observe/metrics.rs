@@ -44,8 +44,10 @@ impl EncodeMetric for Histogram {
 pub fn response<B: From<bytes::Bytes>>(
     registry: &Arc<Registry>,
     fleet: &Arc<Fleet>,
+    draining: bool,
 ) -> http::Response<B> {
-    let mut response = http::Response::new(B::from(bytes::Bytes::from(render(registry, fleet))));
+    let text = render(registry, fleet, draining);
+    let mut response = http::Response::new(B::from(bytes::Bytes::from(text)));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(CONTENT_TYPE),
@@ -53,10 +55,11 @@ pub fn response<B: From<bytes::Bytes>>(
     response
 }
 
-/// The metrics text for the current routing table and the fleet's limits.
-pub fn render(registry: &Arc<Registry>, fleet: &Arc<Fleet>) -> String {
+/// The metrics text for the current routing table and the fleet's limits; `draining`: a stop
+/// was requested.
+pub fn render(registry: &Arc<Registry>, fleet: &Arc<Fleet>, draining: bool) -> String {
     let mut metrics = prometheus_client::registry::Registry::default();
-    metrics.register_collector(Box::new(Scrape(registry.clone(), fleet.clone())));
+    metrics.register_collector(Box::new(Scrape(registry.clone(), fleet.clone(), draining)));
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_text::encode(&mut out, &metrics);
@@ -65,7 +68,7 @@ pub fn render(registry: &Arc<Registry>, fleet: &Arc<Fleet>) -> String {
 
 /// Encodes everything at scrape time, straight from the atomics.
 #[derive(Debug)]
-struct Scrape(Arc<Registry>, Arc<Fleet>);
+struct Scrape(Arc<Registry>, Arc<Fleet>, bool);
 
 /// Every [`Stats`] with its model and deployment labels (empty for requests never routed).
 fn all_stats(registry: &Registry) -> Vec<([(&'static str, &str); 2], &Stats)> {
@@ -223,6 +226,13 @@ impl Collector for Scrape {
         }
 
         encode_replicas(registry, &mut encoder)?;
+        let family = encoder.encode_descriptor(
+            "bridge_draining",
+            "1 once a stop was requested (/health answers 503) until the process exits",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(family, i64::from(self.2))?;
         encode_fleet(&self.1, &mut encoder)
     }
 }
