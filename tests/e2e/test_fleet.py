@@ -60,6 +60,19 @@ def stream(url: str, key: str = "sk-team-a", **extra):
         return r.status_code, r.read().decode(), r.headers
 
 
+def open_stream(client, url: str, gap_ms: int):
+    """A long stream whose head has arrived (its slot is held), left open for the caller."""
+    request = client.build_request(
+        "POST",
+        f"{url}/v1/direct/chat/completions",
+        content=body(stream=True, simulate={"gap_ms": gap_ms, "chunks": 60}),
+        headers={"authorization": "Bearer sk-team-a", "content-type": "application/json"},
+    )
+    response = client.send(request, stream=True)
+    assert response.status_code == 200
+    return response
+
+
 def test_rpm_holds_across_three_instances(engine, redis):
     fleet = Fleet(3, fleet_config(engine.url, redis.url, "rpm = 30"))
     try:
@@ -170,18 +183,8 @@ def test_a_killed_instances_slots_come_back(engine, redis):
     fleet = Fleet(2, fleet_config(engine.url, redis.url, "max_concurrent = 2"))
     a, b = fleet.members
     try:
-        held = []
         client = httpx.Client(timeout=60)
-        for _ in range(2):
-            request = client.build_request(
-                "POST",
-                f"{a.url}/v1/direct/chat/completions",
-                content=body(stream=True, simulate={"gap_ms": 1000, "chunks": 60}),
-                headers={"authorization": "Bearer sk-team-a", "content-type": "application/json"},
-            )
-            r = client.send(request, stream=True)
-            assert r.status_code == 200
-            held.append(r)
+        held = [open_stream(client, a.url, 1000) for _ in range(2)]
         assert chat(b.url).status_code == 429
         a.proc.kill()
         a.proc.wait()
@@ -303,14 +306,7 @@ def test_a_client_that_leaves_gives_its_slot_back(engine, redis):
     a, b = fleet.urls()
     try:
         client = httpx.Client(timeout=60)
-        request = client.build_request(
-            "POST",
-            f"{a}/v1/direct/chat/completions",
-            content=body(stream=True, simulate={"gap_ms": 500, "chunks": 60}),
-            headers={"authorization": "Bearer sk-team-a", "content-type": "application/json"},
-        )
-        held = client.send(request, stream=True)
-        assert held.status_code == 200
+        held = open_stream(client, a, 500)
         assert chat(b).status_code == 429
         # The client leaves mid-stream: its slot returns to the fleet at once.
         held.close()
