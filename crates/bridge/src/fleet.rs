@@ -309,7 +309,9 @@ impl Admission {
     /// (the reservation stays spent: the engine may have worked on it).
     pub fn settle(self, used: Option<u64>) {
         let now = Instant::now();
-        let delta = used.map_or(0, |used| self.tokens.max(1) as i64 - used as i64);
+        // Engines' counts are clamped like estimates: no report can overflow the accounting.
+        let clamp = |n: u64| n.min(1 << 50) as i64;
+        let delta = used.map_or(0, |used| clamp(self.tokens.max(1)) - clamp(used));
         for (scope, _) in &self.limited {
             scope.settle(delta, self.shared, self.link.as_deref(), now);
         }

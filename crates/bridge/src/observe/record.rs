@@ -173,7 +173,7 @@ impl Drop for Record {
         if let Some(admission) = self.admission.take() {
             // Tokens as reported; an error answer with no usage used none; an answer without a
             // report keeps its reservation spent.
-            let used = self.tokens.map(|(p, c)| p + c);
+            let used = self.tokens.map(|(p, c)| p.saturating_add(c));
             admission.settle(used.or((self.status >= 400).then_some(0)));
         }
         if let Some(deployment) = &self.deployment {

@@ -76,8 +76,15 @@ fn estimate(routed: &RoutedBody, body: &[u8]) -> u64 {
     } else {
         body.len() as u64 / 4
     };
-    prompt + routed.max_tokens(body).unwrap_or(0)
+    // A client's absurd max_tokens stays a number the accounting can hold (and is refused as
+    // larger than any limit).
+    prompt
+        .saturating_add(routed.max_tokens(body).unwrap_or(0))
+        .min(MAX_ESTIMATE)
 }
+
+/// The largest token estimate counted: far above any limit, far below overflow.
+const MAX_ESTIMATE: u64 = 1 << 50;
 
 /// The 429, worded as OpenAI words it.
 fn refusal(scope: &str, kind: Kind, limit: u64, tokens: u64, wait: Wait) -> ApiError {
@@ -199,6 +206,13 @@ pub fn duration_text(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_max_tokens_is_a_large_estimate_not_an_overflow() {
+        let body = br#"{"model":"baseten/m","max_tokens":18446744073709551615}"#;
+        let routed = crate::stage::route::route(body, &HeaderMap::new()).unwrap();
+        assert_eq!(estimate(&routed, body), MAX_ESTIMATE);
+    }
 
     #[test]
     fn durations_read_as_openai_writes_them() {
