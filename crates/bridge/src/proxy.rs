@@ -58,6 +58,12 @@ where
             ex.record.set_status(error.status.as_u16());
             ex.record.settle();
             error.overhead_us = Some(ex.record.overhead().as_micros() as u64);
+            // An admitted request that failed later still tells where its limits stand.
+            if let (Some(rates), None) = (&ex.rates, &error.headers) {
+                let mut headers = HeaderMap::new();
+                admit::insert_rates(&mut headers, rates);
+                error.headers = Some(Box::new(headers));
+            }
             Err(error)
         }
     }
