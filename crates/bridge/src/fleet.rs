@@ -126,13 +126,19 @@ impl Fleet {
         let mut entries: Vec<(Kind, Entry)> = Vec::new();
         let mut owners = Vec::new();
         for (i, (scope, quota)) in limited.iter().enumerate() {
-            if let Err(refused) = scope.plan(quota, tokens, now, &mut entries) {
+            if let Err(refused) = scope.reserve(quota, tokens, now, &mut entries) {
+                unreserve(&limited[..i], tokens, now);
                 return Ok(Err((i, refused)));
             }
             owners.resize(entries.len(), i);
         }
         if !entries.is_empty() {
-            let (ok, grants) = match take(link, limited, &entries, &owners).await? {
+            let answer = take(link, limited, &entries, &owners).await;
+            if answer.is_err() {
+                // Counted alone from here: what the leases gave is given back first.
+                unreserve(limited, tokens, now);
+            }
+            let (ok, grants) = match answer? {
                 Some(answer) => answer,
                 // Late: admitted on credit. The leases run into debt, which the grant pays
                 // when it lands (or later refills do, if Redis refused): the fleet's count
@@ -156,12 +162,10 @@ impl Fleet {
                         limit: entry.capacity,
                         wait,
                     };
+                    unreserve(limited, tokens, now);
                     return Ok(Err((i, refused)));
                 }
             }
-        }
-        for (scope, quota) in limited {
-            scope.take_shared(quota, tokens, now);
         }
         Ok(Ok(()))
     }
@@ -204,7 +208,7 @@ impl Fleet {
         let Some(link) = self.link.clone() else {
             return;
         };
-        link.keep_up(|| {
+        link.keep_up(|reset| {
             let fleet = self.clone();
             let link = link.clone();
             async move {
@@ -217,12 +221,19 @@ impl Fleet {
                     })
                     .collect();
                 for scope in scopes {
-                    scope.rejoin(&link).await?;
+                    scope.resync(&link, reset).await?;
                 }
                 Ok(())
             }
         })
         .await;
+    }
+}
+
+/// Gives back what the scopes of `limited` reserved.
+fn unreserve(limited: &[Limited], tokens: u64, now: Instant) {
+    for (scope, quota) in limited {
+        scope.unreserve(quota, tokens, now);
     }
 }
 
@@ -312,8 +323,8 @@ impl Admission {
         // Engines' counts are clamped like estimates: no report can overflow the accounting.
         let clamp = |n: u64| n.min(1 << 50) as i64;
         let delta = used.map_or(0, |used| clamp(self.tokens.max(1)) - clamp(used));
-        for (scope, _) in &self.limited {
-            scope.settle(delta, self.shared, self.link.as_deref(), now);
+        for (scope, quota) in &self.limited {
+            scope.settle(quota, delta, self.shared, self.link.as_deref(), now);
         }
     }
 }

@@ -115,7 +115,7 @@ fn counting_alone_after_redis_is_lost_starts_from_the_fleets_view() {
     let now = std::time::Instant::now();
     // Counted in Redis: a lease of 5 taken when the fleet's bucket had 8 left, one spent here.
     let mut entries = Vec::new();
-    scope.plan(&q, 0, now, &mut entries).unwrap();
+    scope.reserve(&q, 0, now, &mut entries).unwrap();
     assert_eq!(entries.len(), 1);
     let granted = link::Granted {
         granted: 5,
@@ -123,7 +123,6 @@ fn counting_alone_after_redis_is_lost_starts_from_the_fleets_view() {
         wait: std::time::Duration::ZERO,
     };
     scope.granted(Kind::Rpm, granted, now);
-    scope.take_shared(&q, 0, now);
     // Redis is lost with two instances alive: this one has half of the 3 + 4 the fleet had
     // left, not half of a full bucket.
     for _ in 0..3 {
@@ -140,7 +139,7 @@ fn a_lease_covers_requests_without_asking_redis() {
     let q = quota(Some(10_000), None, None);
     let now = std::time::Instant::now();
     let mut entries = Vec::new();
-    scope.plan(&q, 0, now, &mut entries).unwrap();
+    scope.reserve(&q, 0, now, &mut entries).unwrap();
     // 1 for the request, plus 1% of the limit for the next ones.
     assert_eq!((entries[0].1.min, entries[0].1.want), (1, 101));
     let granted = link::Granted {
@@ -149,13 +148,61 @@ fn a_lease_covers_requests_without_asking_redis() {
         wait: std::time::Duration::ZERO,
     };
     scope.granted(Kind::Rpm, granted, now);
-    for _ in 0..101 {
+    for _ in 0..100 {
         let mut entries = Vec::new();
-        scope.plan(&q, 0, now, &mut entries).unwrap();
+        scope.reserve(&q, 0, now, &mut entries).unwrap();
         assert!(entries.is_empty());
-        scope.take_shared(&q, 0, now);
     }
     let mut entries = Vec::new();
-    scope.plan(&q, 0, now, &mut entries).unwrap();
+    scope.reserve(&q, 0, now, &mut entries).unwrap();
     assert_eq!(entries.len(), 1);
+}
+
+#[test]
+fn racing_requests_never_pass_on_the_same_units_and_a_refusal_gives_them_back() {
+    let fleet = Fleet::new(&LimitSettings::default());
+    let scope = fleet.key_scope("a");
+    let q = quota(Some(60), None, Some(1));
+    let now = std::time::Instant::now();
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    // Both reserve before Redis answers either: each asks for its own unit and slot.
+    scope.reserve(&q, 0, now, &mut first).unwrap();
+    scope.reserve(&q, 0, now, &mut second).unwrap();
+    assert_eq!((first.len(), second.len()), (2, 2));
+    assert_eq!((second[0].1.min, second[1].1.min), (2, 1));
+    scope.unreserve(&q, 0, now);
+    let mut again = Vec::new();
+    scope.reserve(&q, 0, now, &mut again).unwrap();
+    assert_eq!(again[0].1.min, 2);
+}
+
+#[test]
+fn a_debt_beyond_the_limit_delays_requests_it_never_locks_them_out() {
+    let fleet = Fleet::new(&LimitSettings::default());
+    let scope = fleet.key_scope("a");
+    let q = quota(None, Some(1000), None);
+    let now = std::time::Instant::now();
+    let mut entries = Vec::new();
+    scope.reserve(&q, 100, now, &mut entries).unwrap();
+    let granted = link::Granted {
+        granted: 110,
+        left: 890,
+        wait: std::time::Duration::ZERO,
+    };
+    scope.granted(Kind::Tpm, granted, now);
+    // It used 3,100 tokens where 100 were reserved: 3,000 of debt, three times the limit.
+    scope.settle(&q, -3000, true, None, now);
+    let mut entries = Vec::new();
+    scope
+        .reserve(
+            &q,
+            100,
+            now + std::time::Duration::from_secs(60),
+            &mut entries,
+        )
+        .unwrap();
+    assert_eq!(
+        entries[0].1.min, 1000,
+        "a whole limit's worth, not the whole debt"
+    );
 }

@@ -202,7 +202,7 @@ impl Link {
         .await
     }
 
-    /// Sets this instance's slots of `key` to `count` (when it rejoins).
+    /// Sets this instance's slots of `key` to `count` (when it resyncs).
     pub async fn set_slots(&self, key: &str, count: u64) -> Result<(), Unreachable> {
         let mut call = self.give_back.prepare_invoke();
         call.key(key).arg(&self.me).arg(count).arg("set");
@@ -225,7 +225,10 @@ impl Link {
         let start = Instant::now();
         match tokio::time::timeout(limit, f((*connection).clone())).await {
             Ok(Ok(value)) => {
-                self.late.store(0, Ordering::Relaxed);
+                // Only an answer in time ends a run of late ones (a late answer still lands).
+                if start.elapsed() <= self.timeout {
+                    self.late.store(0, Ordering::Relaxed);
+                }
                 self.rtt_us
                     .store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
                 Ok(value)
@@ -263,16 +266,20 @@ impl Link {
         Unreachable(why.to_string())
     }
 
-    /// Connects, then beats every second: counts the live instances, sends slot returns as
-    /// they are queued, and when Redis comes back after an outage, calls `rejoin` (which re-registers
-    /// the slots in use) before the shared counters are used again. Never completes.
-    pub async fn keep_up<F, Fut>(&self, rejoin: F)
+    /// Connects, then beats every second: counts the live instances and sends slot returns as
+    /// they are queued. When Redis comes back after an outage it calls `resync(true)`, which
+    /// registers the slots in use afresh, before the shared counters are used again; while up,
+    /// `resync(false)` every ten beats re-registers the slots held (a slot call that was lost
+    /// on the way skews the fleet's count for seconds at most). Never completes.
+    pub async fn keep_up<F, Fut>(&self, resync: F)
     where
-        F: Fn() -> Fut,
+        F: Fn(bool) -> Fut,
         Fut: std::future::Future<Output = Result<(), Unreachable>>,
     {
         let mut logged = false;
+        let mut beats = 0u64;
         loop {
+            beats += 1;
             if self.connection.load().is_none() {
                 match self.connect().await {
                     Ok(c) => self.connection.store(Some(std::sync::Arc::new(c))),
@@ -289,12 +296,15 @@ impl Link {
                 self.connection.store(None);
             }
             if beat.is_ok() && !self.is_up() {
-                // Returns queued while down are stale: the rejoin sets every count afresh.
+                // Returns queued while down are stale: the resync sets every count afresh.
                 if let Ok(mut returns) = self.returns.lock() {
                     returns.clear();
                 }
             }
-            if beat.is_ok() && !self.is_up() && rejoin().await.is_ok() {
+            if beat.is_ok() && self.is_up() && beats % 10 == 0 {
+                let _ = resync(false).await;
+            }
+            if beat.is_ok() && !self.is_up() && resync(true).await.is_ok() {
                 logged = false;
                 self.up.store(true, Ordering::Relaxed);
                 tracing::info!(
@@ -376,7 +386,7 @@ impl Link {
                 })
                 .await;
             if sent.is_err() {
-                // Down now: the rejoin sets every count afresh.
+                // Down now: the resync sets every count afresh.
                 return;
             }
         }

@@ -206,10 +206,13 @@ impl Scope {
         }
     }
 
-    /// With Redis: what to ask of the fleet's limits, added to `entries` (nothing when the
-    /// leases cover the request). Refused at once when a shared bucket, as last seen, cannot
-    /// have refilled enough.
-    pub fn plan(
+    /// With Redis: spends what the request needs from the leases (and takes its slot) under
+    /// one lock, so that racing requests never pass on the same units, and adds to `entries`
+    /// what to ask of the fleet's limits where a lease ran short. Refused at once, taking
+    /// nothing, when a shared bucket, as last seen, cannot have refilled enough. A lease in debt
+    /// (requests used more than their estimate) asks at most the whole limit: a debt delays
+    /// later requests, it never locks them out.
+    pub fn reserve(
         &self,
         quota: &Quota,
         tokens: u64,
@@ -218,27 +221,42 @@ impl Scope {
     ) -> Result<(), Refused> {
         let mut state = self.lock(quota, 1, now);
         state.was_shared = true;
-        for (slot, kind) in state.buckets.iter().zip(BUCKETS) {
+        let mut asks = [None; 3];
+        for ((slot, kind), ask) in state.buckets.iter().zip(BUCKETS).zip(&mut asks) {
             let (Some((_, lease)), Some(limit)) = (slot, kind.of(quota)) else {
                 continue;
             };
-            let Some(ask) = lease.ask(need(kind, tokens), limit) else {
+            let n = need(kind, tokens);
+            if n > limit {
+                return Err(Refused {
+                    kind,
+                    limit,
+                    wait: Wait::Never,
+                });
+            }
+            *ask = lease.ask(n, limit).map(|mut ask| {
+                ask.min = ask.min.min(limit);
+                ask.want = ask.want.max(ask.min);
+                ask
+            });
+            if let Some(ask) = ask {
+                lease
+                    .may_fit(ask.min, (limit, kind.period()), now)
+                    .map_err(|wait| Refused { kind, limit, wait })?;
+            }
+        }
+        for ((slot, kind), ask) in state.buckets.iter_mut().zip(BUCKETS).zip(asks) {
+            let (Some((bucket, lease)), Some(limit)) = (slot.as_mut(), kind.of(quota)) else {
                 continue;
             };
-            lease
-                .may_fit(ask.min, (limit, kind.period()), now)
-                .map_err(|wait| Refused { kind, limit, wait })?;
-            entries.push((
-                kind,
-                Entry {
-                    key: self.key(kind),
-                    slots: false,
-                    capacity: limit,
-                    period: kind.period(),
-                    min: ask.min,
-                    want: ask.want,
-                },
-            ));
+            let n = need(kind, tokens) as i64;
+            lease.held -= n;
+            // The local bucket follows this instance's use, so that counting alone after
+            // Redis is lost starts from it, not from a full bucket.
+            bucket.adjust(-n, now);
+            if let Some(ask) = ask {
+                entries.push((kind, bucket_entry(self.key(kind), limit, kind, ask)));
+            }
         }
         if let Some(max) = quota.max_concurrent {
             if state.in_use >= state.reserved {
@@ -254,11 +272,26 @@ impl Scope {
                     },
                 ));
             }
+            state.in_use += 1;
         }
         Ok(())
     }
 
-    /// Redis's answer to what [`Scope::plan`] asked for `kind`.
+    /// Gives back what [`Scope::reserve`] took: the fleet refused the request.
+    pub fn unreserve(&self, quota: &Quota, tokens: u64, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
+            if let Some((bucket, lease)) = slot {
+                lease.held += need(kind, tokens) as i64;
+                bucket.adjust(need(kind, tokens) as i64, now);
+            }
+        }
+        if quota.max_concurrent.is_some() {
+            state.in_use = state.in_use.saturating_sub(1);
+        }
+    }
+
+    /// Redis's answer to what [`Scope::reserve`] asked for `kind`.
     pub fn granted(&self, kind: Kind, granted: Granted, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match BUCKETS.iter().position(|k| *k == kind) {
@@ -271,26 +304,17 @@ impl Scope {
         }
     }
 
-    /// With Redis, the leases (refilled by [`Scope::granted`]) now cover the request: spends
-    /// them. Requests racing here may overdraw a lease; the next refill pays the debt.
-    pub fn take_shared(&self, quota: &Quota, tokens: u64, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
-            if let Some((bucket, lease)) = slot {
-                lease.held -= need(kind, tokens) as i64;
-                // The local bucket follows this instance's use, so that counting alone after
-                // Redis is lost starts from it, not from a full bucket.
-                bucket.adjust(-(need(kind, tokens) as i64), now);
-            }
-        }
-        if quota.max_concurrent.is_some() {
-            state.in_use += 1;
-        }
-    }
-
     /// The request is over: `delta` tokens come back (or are charged, below zero), and its
-    /// slot is freed. With Redis, slots held beyond a chunk go back to the fleet.
-    pub fn settle(&self, delta: i64, shared: bool, link: Option<&Link>, now: Instant) {
+    /// slot is freed when it took one (`quota`: its limits when admitted, whatever a reload did
+    /// since). With Redis up, slots held beyond a chunk go back to the fleet.
+    pub fn settle(
+        &self,
+        quota: &Quota,
+        delta: i64,
+        shared: bool,
+        link: Option<&Link>,
+        now: Instant,
+    ) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
             if let (Some((bucket, lease)), true) = (slot, kind.is_tokens()) {
@@ -300,11 +324,16 @@ impl Scope {
                 bucket.adjust(delta, now);
             }
         }
+        if quota.max_concurrent.is_none() {
+            return;
+        }
+        state.in_use = state.in_use.saturating_sub(1);
         let Some(max) = state.quota.max_concurrent else {
             return;
         };
-        state.in_use = state.in_use.saturating_sub(1);
         let spare = state.reserved.saturating_sub(state.in_use);
+        // While Redis is down the rejoin sets every count afresh: nothing to give back.
+        let link = link.filter(|l| l.is_up());
         if let (Some(link), true) = (link, spare > max / 100) {
             let back = spare - max / 100;
             state.reserved -= back;
@@ -312,20 +341,21 @@ impl Scope {
         }
     }
 
-    /// The slots in use here, now registered as this instance's in Redis (after an outage).
-    pub async fn rejoin(&self, link: &Link) -> Result<(), super::link::Unreachable> {
-        let (limited, in_use) = {
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            (state.quota.max_concurrent.is_some(), state.in_use)
+    /// The slots this instance holds, registered afresh as its own in Redis: after an outage
+    /// (`reset`: the slots in use, nothing spare) and now and then while up, so that a slot
+    /// call lost on the way (a late answer) cannot skew the fleet's count for long.
+    pub async fn resync(&self, link: &Link, reset: bool) -> Result<(), super::link::Unreachable> {
+        let count = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.quota.max_concurrent.is_none() {
+                return Ok(());
+            }
+            if reset {
+                state.reserved = state.in_use;
+            }
+            state.reserved
         };
-        if limited {
-            link.set_slots(&self.key(Kind::Concurrent), in_use).await?;
-            self.state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .reserved = in_use;
-        }
-        Ok(())
+        link.set_slots(&self.key(Kind::Concurrent), count).await
     }
 
     /// Where the request limit and the token limit that are closest to refusing stand.
@@ -353,6 +383,18 @@ impl Scope {
             }
         }
         out
+    }
+}
+
+/// The entry asking a shared bucket for `ask`.
+fn bucket_entry(key: String, limit: u64, kind: Kind, ask: super::bucket::Ask) -> Entry {
+    Entry {
+        key,
+        slots: false,
+        capacity: limit,
+        period: kind.period(),
+        min: ask.min,
+        want: ask.want,
     }
 }
 

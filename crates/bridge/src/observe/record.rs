@@ -174,7 +174,9 @@ impl Drop for Record {
             // Tokens as reported; an error answer with no usage used none; an answer without a
             // report keeps its reservation spent.
             let used = self.tokens.map(|(p, c)| p.saturating_add(c));
-            admission.settle(used.or((self.status >= 400).then_some(0)));
+            // A client that left (499) may have left an engine at work: its reservation stays.
+            let failed = self.status >= 400 && self.status != CLIENT_CLOSED;
+            admission.settle(used.or(failed.then_some(0)));
         }
         if let Some(deployment) = &self.deployment {
             deployment.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
