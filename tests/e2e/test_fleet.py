@@ -103,6 +103,8 @@ def test_rpm_holds_across_three_instances(engine, redis):
         assert free.status_code == 200 and "x-ratelimit-limit-requests" not in free.headers
         limited = sum(metric(u, "bridge_rate_limited_requests_total") for u in urls)
         assert limited == len(refused)
+        # What was measured is the shared counters: no instance fell back to counting alone.
+        assert sum(metric(u, "bridge_limits_redis_fallbacks_total") for u in urls) == 0
 
         # Then admission continues at 30 a minute: one every 2 s.
         time.sleep(4.2)
