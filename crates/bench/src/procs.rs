@@ -138,14 +138,7 @@ pub async fn start_redis() -> Result<Server> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start redis-server (scripts/bench.sh installs it): {e}"))?;
-    let addr = format!("127.0.0.1:{port}");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            return Ok(Server { addr, child });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err("redis-server did not start".into())
+    listening("redis-server", child, port).await
 }
 
 /// One Redis command's answer, raw (RESP), e.g. `INFO commandstats`.
@@ -214,6 +207,11 @@ http {{
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start nginx (scripts/bench.sh installs it): {e}"))?;
+    listening("nginx", child, port).await
+}
+
+/// `child` once it accepts connections on loopback `port` (within 5 s).
+async fn listening(name: &str, child: Child, port: u16) -> Result<Server> {
     let addr = format!("127.0.0.1:{port}");
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(&addr).await.is_ok() {
@@ -221,7 +219,7 @@ http {{
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err("nginx did not start".into())
+    Err(format!("{name} did not start"))
 }
 
 /// Resident memory of `pid` in KiB.

@@ -106,8 +106,8 @@ impl Fleet {
         };
         for (i, (scope, quota)) in limited.iter().enumerate() {
             if let Err(refused) = scope.take_alone(quota, tokens, share, now) {
-                for (scope, _) in &limited[..i] {
-                    scope.untake_alone(tokens, now);
+                for (scope, quota) in &limited[..i] {
+                    scope.untake(quota, tokens, false, now);
                 }
                 let rates = rates(&limited, false, now);
                 return Err((i, refused, rates));
@@ -233,7 +233,7 @@ impl Fleet {
 /// Gives back what the scopes of `limited` reserved.
 fn unreserve(limited: &[Limited], tokens: u64, now: Instant) {
     for (scope, quota) in limited {
-        scope.unreserve(quota, tokens, now);
+        scope.untake(quota, tokens, true, now);
     }
 }
 

@@ -52,7 +52,9 @@ impl Bucket {
         self.at = now;
     }
 
-    /// Takes `n` if the bucket holds them; else how long until it will.
+    /// Takes `n` if the bucket holds them; else how long until it will. (Admission checks
+    /// every limit before it takes from any: [`Bucket::check`], then [`Bucket::adjust`].)
+    #[cfg(test)]
     pub fn take(&mut self, n: u64, now: Instant) -> Result<(), Wait> {
         self.check(n, now)?;
         self.level -= n as f64;

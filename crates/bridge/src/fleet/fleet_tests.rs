@@ -10,6 +10,14 @@ fn quota(rpm: Option<u64>, tpm: Option<u64>, max_concurrent: Option<u64>) -> Quo
     }
 }
 
+fn granted(granted: u64, left: u64) -> link::Granted {
+    link::Granted {
+        granted,
+        left,
+        wait: std::time::Duration::ZERO,
+    }
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,12 +125,7 @@ fn counting_alone_after_redis_is_lost_starts_from_the_fleets_view() {
     let mut entries = Vec::new();
     scope.reserve(&q, 0, now, &mut entries).unwrap();
     assert_eq!(entries.len(), 1);
-    let granted = link::Granted {
-        granted: 5,
-        left: 3,
-        wait: std::time::Duration::ZERO,
-    };
-    scope.granted(Kind::Rpm, granted, now);
+    scope.granted(Kind::Rpm, granted(5, 3), now);
     // Redis is lost with two instances alive: this one has half of the 3 + 4 the fleet had
     // left, not half of a full bucket.
     for _ in 0..3 {
@@ -142,12 +145,7 @@ fn a_lease_covers_requests_without_asking_redis() {
     scope.reserve(&q, 0, now, &mut entries).unwrap();
     // 1 for the request, plus 1% of the limit for the next ones.
     assert_eq!((entries[0].1.min, entries[0].1.want), (1, 101));
-    let granted = link::Granted {
-        granted: 101,
-        left: 9_899,
-        wait: std::time::Duration::ZERO,
-    };
-    scope.granted(Kind::Rpm, granted, now);
+    scope.granted(Kind::Rpm, granted(101, 9_899), now);
     for _ in 0..100 {
         let mut entries = Vec::new();
         scope.reserve(&q, 0, now, &mut entries).unwrap();
@@ -170,7 +168,7 @@ fn racing_requests_never_pass_on_the_same_units_and_a_refusal_gives_them_back() 
     scope.reserve(&q, 0, now, &mut second).unwrap();
     assert_eq!((first.len(), second.len()), (2, 2));
     assert_eq!((second[0].1.min, second[1].1.min), (2, 1));
-    scope.unreserve(&q, 0, now);
+    scope.untake(&q, 0, true, now);
     let mut again = Vec::new();
     scope.reserve(&q, 0, now, &mut again).unwrap();
     assert_eq!(again[0].1.min, 2);
@@ -184,12 +182,7 @@ fn a_debt_beyond_the_limit_delays_requests_it_never_locks_them_out() {
     let now = std::time::Instant::now();
     let mut entries = Vec::new();
     scope.reserve(&q, 100, now, &mut entries).unwrap();
-    let granted = link::Granted {
-        granted: 110,
-        left: 890,
-        wait: std::time::Duration::ZERO,
-    };
-    scope.granted(Kind::Tpm, granted, now);
+    scope.granted(Kind::Tpm, granted(110, 890), now);
     // It used 3,100 tokens where 100 were reserved: 3,000 of debt, three times the limit.
     scope.settle(&q, -3000, true, None, now);
     let mut entries = Vec::new();

@@ -114,9 +114,7 @@ impl Scope {
     fn lock(&self, quota: &Quota, share: u64, now: Instant) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere mid-update: the counts stay usable.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.quota != *quota {
-            state.quota = *quota;
-        }
+        state.quota = *quota;
         for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
             match (kind.of(quota), slot.as_mut()) {
                 (None, _) => *slot = None,
@@ -193,19 +191,6 @@ impl Scope {
         Ok(())
     }
 
-    /// Gives back what [`Scope::take_alone`] took (another scope refused the request).
-    pub fn untake_alone(&self, tokens: u64, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
-            if let Some((bucket, _)) = slot {
-                bucket.adjust(need(kind, tokens) as i64, now);
-            }
-        }
-        if state.quota.max_concurrent.is_some() {
-            state.in_use = state.in_use.saturating_sub(1);
-        }
-    }
-
     /// With Redis: spends what the request needs from the leases (and takes its slot) under
     /// one lock, so that racing requests never pass on the same units, and adds to `entries`
     /// what to ask of the fleet's limits where a lease ran short. Refused at once, taking
@@ -277,12 +262,15 @@ impl Scope {
         Ok(())
     }
 
-    /// Gives back what [`Scope::reserve`] took: the fleet refused the request.
-    pub fn unreserve(&self, quota: &Quota, tokens: u64, now: Instant) {
+    /// Gives back what [`Scope::take_alone`] (`shared` false) or [`Scope::reserve`] took for
+    /// a request admitted with `quota`: another limit, or the fleet, refused it.
+    pub fn untake(&self, quota: &Quota, tokens: u64, shared: bool, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, kind) in state.buckets.iter_mut().zip(BUCKETS) {
             if let Some((bucket, lease)) = slot {
-                lease.held += need(kind, tokens) as i64;
+                if shared {
+                    lease.held += need(kind, tokens) as i64;
+                }
                 bucket.adjust(need(kind, tokens) as i64, now);
             }
         }
