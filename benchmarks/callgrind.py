@@ -9,16 +9,31 @@ A third argument adds lines to the model's table, e.g. its limits:
     ... callgrind.py BINARY URL 'rpm = 6000000
     tpm = 6000000000'
 
+A fourth argument adds top-level tables; `{collector}` in it is the URL of a trace sink this
+script runs (it answers every OTLP export with 200), e.g. traces for every request:
+    ... callgrind.py BINARY URL '' '[tracing]
+    otlp_endpoint = "{collector}"'
+
 Needs valgrind (Debian: valgrind). One worker; the engine runs outside valgrind."""
-import http.client, json, os, re, signal, subprocess, sys, tempfile, time
+import http.client, http.server, json, os, re, signal, subprocess, sys, tempfile, threading, time
 
 binary, sim_url = sys.argv[1], sys.argv[2]
 model_extra = sys.argv[3] if len(sys.argv) > 3 else ""
+top_extra = sys.argv[4] if len(sys.argv) > 4 else ""
+if "{collector}" in top_extra:
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+        def log_message(self, *args): pass
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    top_extra = top_extra.replace("{collector}", f"http://127.0.0.1:{sink.server_address[1]}")
 counts = (500, 2500)
 body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hello there, how are you today?"}],
                    "max_tokens": 16, "baseten": {"model_id": "m"}})
 cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-cfg.write(f'[server]\nlisten = "127.0.0.1:0"\nworkers = 1\n[[models]]\nid = "m"\n{model_extra}\n[[models.deployments]]\nid = "d"\nreplicas = ["{sim_url}/v1"]\nhealth_path = ""\n')
+cfg.write(f'{top_extra}\n[server]\nlisten = "127.0.0.1:0"\nworkers = 1\n[[models]]\nid = "m"\n{model_extra}\n[[models.deployments]]\nid = "d"\nreplicas = ["{sim_url}/v1"]\nhealth_path = ""\n')
 cfg.close()
 totals = []
 for n in counts:

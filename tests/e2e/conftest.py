@@ -22,10 +22,11 @@ BRIDGE = os.environ.get("BRIDGE_BIN", str(ROOT / "target" / "debug" / "bridge"))
 class Process:
     """A `bridge` subcommand running in the background."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict = None):
         self.log = tempfile.NamedTemporaryFile(prefix="bridge-e2e-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [BRIDGE, *args], stdout=subprocess.PIPE, stderr=self.log, text=True
+            [BRIDGE, *args], stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env={**os.environ, **(env or {})},
         )
         ready, _, _ = select.select([self.proc.stdout], [], [], 20)
         line = self.proc.stdout.readline() if ready else ""

@@ -32,6 +32,7 @@ use crate::config::registry::{Deployment, Model, Registry};
 use crate::error::ApiError;
 use crate::fleet::Fleet;
 use crate::headers::REQUEST_ID;
+use crate::observe::trace::Traces;
 use crate::relay::ResBody;
 use crate::server;
 use crate::stage::auth::authenticate;
@@ -49,22 +50,26 @@ pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
     fleet: Arc<Fleet>,
+    traces: Option<Arc<Traces>>,
     draining: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let process = Arc::new((fleet, traces, draining));
     server::serve(
         listener,
         shutdown,
         server::DEFAULT_DRAIN_TIMEOUT,
-        move |request| handle(live.clone(), fleet.clone(), draining.clone(), request),
+        move |request| handle(live.clone(), process.clone(), request),
     )
     .await;
 }
 
+/// What the admin API reads of the process: the fleet, the traces, the draining flag.
+type Process = (Arc<Fleet>, Option<Arc<Traces>>, Arc<AtomicBool>);
+
 async fn handle(
     live: Arc<Live>,
-    fleet: Arc<Fleet>,
-    draining: Arc<AtomicBool>,
+    process: Arc<Process>,
     request: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
     let request_id = crate::dispatch::request_id(request.headers().get(REQUEST_ID));
@@ -77,11 +82,11 @@ async fn handle(
             None => Err(ApiError::unknown_route("the admin API is off")),
         };
         let mut response = match allowed {
-            Ok(()) => crate::observe::metrics::response(
-                &registry,
-                &fleet,
-                draining.load(Ordering::Relaxed),
-            ),
+            Ok(()) => {
+                let (fleet, traces, draining) = &*process;
+                let draining = draining.load(Ordering::Relaxed);
+                crate::observe::metrics::response(&registry, fleet, traces.as_deref(), draining)
+            }
             Err(error) => error.into_response(),
         };
         response.headers_mut().insert(REQUEST_ID, request_id);

@@ -23,9 +23,13 @@ use crate::config::live::Live;
 use crate::config::registry::Registry;
 use crate::dispatch::{self, AppState};
 use crate::fleet::Fleet;
+use crate::observe::trace::Traces;
 use crate::relay::ResBody;
 use crate::upstream::health;
 use crate::{admin, server};
+
+/// Longest wait at exit for the last spans to be exported.
+const TRACE_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// Bridge, assembled over a routing table.
 #[derive(Debug, Clone)]
@@ -33,6 +37,8 @@ pub struct App {
     live: Arc<Live>,
     /// The fleet's limits: one per process, kept across reloads.
     fleet: Arc<Fleet>,
+    /// Traces, when `[tracing]` exports them: one exporter per process.
+    traces: Option<Arc<Traces>>,
     /// For requests answered in process ([`App::handle`]): a worker state of its own.
     local: Arc<AppState>,
 }
@@ -47,9 +53,22 @@ pub struct Serving {
 impl App {
     /// Bridge over the table in force in `live` (which may follow a config file).
     pub fn new(live: Arc<Live>) -> Self {
-        let fleet = Arc::new(Fleet::new(&live.load().limits));
-        let local = Arc::new(AppState::new(live.clone(), Arc::default(), fleet.clone()));
-        App { live, fleet, local }
+        let registry = live.load();
+        let fleet = Arc::new(Fleet::new(&registry.limits));
+        let traces = registry.tracing.as_ref().and_then(|settings| {
+            Traces::new(settings)
+                .inspect_err(|e| tracing::error!("{e}; serving without traces"))
+                .ok()
+                .map(Arc::new)
+        });
+        let state = AppState::new(live.clone(), Arc::default(), fleet.clone(), traces.clone());
+        let local = Arc::new(state);
+        App {
+            live,
+            fleet,
+            traces,
+            local,
+        }
     }
 
     /// Bridge over a routing table that never changes.
@@ -99,20 +118,22 @@ impl App {
             senders.push(tx);
             let (live, stop) = (self.live.clone(), stopped(stop.clone()));
             let (draining_flag, fleet) = (flag.clone(), self.fleet.clone());
+            let traces = self.traces.clone();
             threads.push(spawn_runtime(format!("bridge-worker-{i}"), async move {
-                let state = Arc::new(AppState::new(live, draining_flag, fleet));
+                let state = Arc::new(AppState::new(live, draining_flag, fleet, traces));
                 serve_worker(server::Connections::Handoff(rx), state, stop).await;
                 Ok(())
             })?);
         }
         let accepting = stopped(stop.clone());
         let (live, fleet, draining) = (self.live.clone(), self.fleet.clone(), flag.clone());
+        let traces = self.traces.clone();
         threads.push(spawn_runtime("bridge-accept".into(), async move {
             let admin_api = async {
                 if let Some(admin) = admin {
                     let admin = TcpListener::from_std(admin)?;
                     let (live, fleet) = (live.clone(), fleet.clone());
-                    admin::serve(admin, live, fleet, draining, requested(stop)).await;
+                    admin::serve(admin, live, fleet, traces, draining, requested(stop)).await;
                 }
                 Ok::<_, std::io::Error>(())
             };
@@ -127,6 +148,10 @@ impl App {
             thread
                 .join()
                 .map_err(|_| std::io::Error::other("a Bridge thread panicked"))??;
+        }
+        // Spans of the last requests go out before the process does, if the collector answers.
+        if let Some(traces) = &self.traces {
+            traces.clone().shutdown(TRACE_FLUSH_WAIT);
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! - [`registry`]: the routing table requests are served against; [`endpoint`]: the routes.
 //! - [`response_ids`]: which replica made which stored response (Responses API).
 //! - [`keys`]: client keys, kept as digests. [`quota`]: the limits of keys and models.
+//! - [`traces`]: `[tracing]`, where spans are exported.
 //! - [`state`]: replica load, health and limits.
 //! - [`stats`]: what each deployment served, in atomics (read by `/metrics`).
 //! - [`live`]: the table in force, swapped atomically on reload.
@@ -21,6 +22,7 @@ pub mod registry;
 pub mod response_ids;
 pub mod state;
 pub mod stats;
+pub mod traces;
 pub mod validate;
 
 pub use file::*;

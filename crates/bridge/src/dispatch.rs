@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::fleet::Fleet;
 use crate::headers::REQUEST_ID;
 use crate::observe::metrics;
+use crate::observe::trace::Traces;
 use crate::proxy::forward;
 use crate::relay::ResBody;
 use crate::stage::auth::authenticate;
@@ -39,17 +40,25 @@ pub struct AppState {
     draining: Arc<AtomicBool>,
     /// The fleet's limits (shared by all workers).
     fleet: Arc<Fleet>,
+    /// Traces, when `[tracing]` exports them (shared by all workers).
+    traces: Option<Arc<Traces>>,
 }
 
 impl AppState {
     /// State for one worker: the routing table, the draining flag and the limits are shared,
     /// the upstream pool is the worker's own.
-    pub fn new(live: Arc<Live>, draining: Arc<AtomicBool>, fleet: Arc<Fleet>) -> Self {
+    pub fn new(
+        live: Arc<Live>,
+        draining: Arc<AtomicBool>,
+        fleet: Arc<Fleet>,
+        traces: Option<Arc<Traces>>,
+    ) -> Self {
         AppState {
             live,
             upstream: Upstream::new(),
             draining,
             fleet,
+            traces,
         }
     }
 
@@ -200,13 +209,21 @@ where
         Some(Route::Forward(endpoint, model_id, response_id))
             if endpoint.methods().split(", ").any(|m| m == method.as_str()) =>
         {
+            let trace = state
+                .traces
+                .as_ref()
+                .and_then(|t| t.start(request.headers()));
             let mut ex = Exchange::new(
                 registry,
                 request_id.clone(),
                 endpoint,
                 model_id.map(str::to_string),
                 state.fleet.clone(),
+                trace,
             );
+            if let Some(trace) = ex.record.trace() {
+                trace.method(&method);
+            }
             ex.method = method.clone();
             ex.response_id = response_id.map(str::to_string);
             if endpoint == Endpoint::Extra {
@@ -230,6 +247,7 @@ where
                 Ok(metrics::response(
                     &registry,
                     &state.fleet,
+                    state.traces.as_deref(),
                     state.is_draining(),
                 ))
             } else {

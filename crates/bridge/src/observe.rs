@@ -3,7 +3,10 @@
 //! - [`usage`]: the engines' token usage, read from answers and stream events.
 //! - [`record`]: one request's record, which counts it and writes its log line when dropped.
 //! - [`metrics`]: `GET /metrics`, encoded from the atomics at scrape time.
+//! - [`trace`]: which requests are traced and where spans go; [`spans`]: one request's spans.
 
 pub mod metrics;
 pub mod record;
+pub mod spans;
+pub mod trace;
 pub mod usage;

@@ -134,9 +134,17 @@ where
     };
     ex.record.set_deployment(deployment.clone());
     ex.deployment = Some(deployment.clone());
+    if let Some(trace) = ex.record.trace() {
+        trace.request(routed.model(&body), routed.is_stream());
+    }
     if registry.limited {
+        let start = std::time::Instant::now();
         let admitted = admit::admit(&ex.fleet, registry, caller, deployment, &routed, &body);
-        if let Some(admission) = admitted.await? {
+        let admitted = admitted.await;
+        if let Some(trace) = ex.record.trace() {
+            trace.stage("admit", start);
+        }
+        if let Some(admission) = admitted? {
             ex.rates = Some(admission.rates);
             ex.record.admitted(admission);
         }
@@ -169,12 +177,17 @@ async fn adapt_and_send<E: Engine>(
         .deployment
         .as_ref()
         .and_then(|d| d.upstream_auth.as_ref());
-    let headers = upstream_headers(
+    let mut headers = upstream_headers(
         client_headers,
         &ex.request_id,
         engine_auth,
         outgoing.body.len(),
     );
+    // A traced request's engine joins its trace under the engine span (`tracestate` passes
+    // through as the client sent it); an untraced one passes the client's `traceparent` on.
+    if let Some(traceparent) = ex.record.trace().and_then(|t| t.traceparent()) {
+        headers.insert(headers::TRACEPARENT, traceparent);
+    }
     let answer = send::send(upstream, ex, outgoing.endpoint, headers, outgoing.body).await?;
     engine.response(ex, answer, outgoing.plan).await
 }

@@ -45,3 +45,9 @@ pub const DEFAULT_PREDICT_BUFFERED_BYTES: u64 = 64 << 20;
 pub const DEFAULT_OUTPUT_KEY: &str = "output";
 /// Longest wait for Redis before an instance enforces its limits alone (`[limits]`).
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 5;
+/// `service.name` of Bridge's spans (`[tracing]`).
+pub const DEFAULT_SERVICE_NAME: &str = "bridge";
+/// Longest an export to the trace collector may take, in milliseconds.
+pub const DEFAULT_TRACE_EXPORT_TIMEOUT_MS: u64 = 10_000;
+/// Spans waiting for export; more are dropped (and counted) rather than held in memory.
+pub const DEFAULT_TRACE_QUEUE: usize = 8192;

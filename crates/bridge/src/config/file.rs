@@ -27,6 +27,23 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// `[limits]`: where a fleet of Bridges keeps its shared counters.
     pub limits: Option<LimitsConfig>,
+    /// `[tracing]`: OpenTelemetry traces, off unless `otlp_endpoint` is set.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `[tracing]`: spans exported over OTLP/HTTP. A restart applies a change.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL (`http://otel-collector:4318`); spans go to
+    /// `/v1/traces` under it. Absent: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// Share of requests traced when the caller sent no sampled `traceparent` (0 to 1).
+    /// Parent-based: a caller's sampled trace is always kept, its unsampled one never.
+    /// Default 1.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` of Bridge's spans. Default [`DEFAULT_SERVICE_NAME`].
+    pub service_name: Option<String>,
 }
 
 /// `[limits]`: the shared store of a fleet's limits. Absent: each instance counts alone. A

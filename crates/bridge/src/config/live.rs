@@ -152,6 +152,8 @@ impl Live {
                 next.drain_delay != current.drain_delay,
             ),
             ("server.half_close", next.half_close != current.half_close),
+            ("[limits]", next.limits != current.limits),
+            ("[tracing]", next.tracing != current.tracing),
         ];
         for (setting, changed) in restart_needed {
             if changed {

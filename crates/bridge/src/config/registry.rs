@@ -18,6 +18,7 @@ use super::keys::Keys;
 use super::quota::{LimitSettings, Quota};
 use super::response_ids::ResponseIds;
 use super::state::{Limiter, ReplicaState, RetryBudget};
+use super::traces::TraceSettings;
 use crate::config::stats::Stats;
 
 /// Longest model or deployment id accepted in config (and so worth looking up).
@@ -46,6 +47,8 @@ pub struct Registry {
     pub keys: Keys,
     /// Where the fleet's limits are counted (a restart applies a change).
     pub limits: LimitSettings,
+    /// Where traces go (a restart applies a change); `None`: no traces.
+    pub tracing: Option<TraceSettings>,
     /// Some key or model has limits: requests go through admission.
     pub limited: bool,
     /// When this configuration was loaded (Unix seconds): the models' `created`.

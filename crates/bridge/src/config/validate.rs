@@ -17,6 +17,7 @@ use super::registry::{
     AdminSettings, Deployment, HealthCheck, Model, Registry, Replica, Wake, MAX_ID_LEN,
 };
 use super::state::{Limiter, RetryBudget};
+use super::traces::TraceSettings;
 use crate::config::stats::Stats;
 
 /// Ids appear in URLs (`/v1/models/{id}`), so they are limited to URL-unreserved characters:
@@ -157,6 +158,7 @@ impl Config {
             workers,
             keys,
             limits: LimitSettings::new(self.limits.as_ref())?,
+            tracing: TraceSettings::new(self.tracing.as_ref())?,
             limited,
             created,
             models,

@@ -18,6 +18,7 @@ use crate::config::registry::Registry;
 use crate::config::state::ReplicaState;
 use crate::config::stats::{Histogram, Stats, FAILURE_REASONS, ROUTES, STATUS_CLASSES};
 use crate::fleet::Fleet;
+use crate::observe::trace::Traces;
 
 /// `Content-Type` of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -44,9 +45,10 @@ impl EncodeMetric for Histogram {
 pub fn response<B: From<bytes::Bytes>>(
     registry: &Arc<Registry>,
     fleet: &Arc<Fleet>,
+    traces: Option<&Traces>,
     draining: bool,
 ) -> http::Response<B> {
-    let text = render(registry, fleet, draining);
+    let text = render(registry, fleet, traces, draining);
     let mut response = http::Response::new(B::from(bytes::Bytes::from(text)));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -55,11 +57,22 @@ pub fn response<B: From<bytes::Bytes>>(
     response
 }
 
-/// The metrics text for the current routing table and the fleet's limits; `draining`: a stop
-/// was requested.
-pub fn render(registry: &Arc<Registry>, fleet: &Arc<Fleet>, draining: bool) -> String {
+/// The metrics text for the current routing table, the fleet's limits and the traces;
+/// `draining`: a stop was requested.
+pub fn render(
+    registry: &Arc<Registry>,
+    fleet: &Arc<Fleet>,
+    traces: Option<&Traces>,
+    draining: bool,
+) -> String {
     let mut metrics = prometheus_client::registry::Registry::default();
-    metrics.register_collector(Box::new(Scrape(registry.clone(), fleet.clone(), draining)));
+    let counts = traces.map(|t| {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = &t.counts;
+        [load(&c.exported), load(&c.failed), load(&c.dropped)]
+    });
+    let scrape = Scrape(registry.clone(), fleet.clone(), draining, counts);
+    metrics.register_collector(Box::new(scrape));
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_text::encode(&mut out, &metrics);
@@ -68,7 +81,7 @@ pub fn render(registry: &Arc<Registry>, fleet: &Arc<Fleet>, draining: bool) -> S
 
 /// Encodes everything at scrape time, straight from the atomics.
 #[derive(Debug)]
-struct Scrape(Arc<Registry>, Arc<Fleet>, bool);
+struct Scrape(Arc<Registry>, Arc<Fleet>, bool, Option<[u64; 3]>);
 
 /// Every [`Stats`] with its model and deployment labels (empty for requests never routed).
 fn all_stats(registry: &Registry) -> Vec<([(&'static str, &str); 2], &Stats)> {
@@ -233,6 +246,17 @@ impl Collector for Scrape {
             MetricType::Gauge,
         )?;
         gauge(family, i64::from(self.2))?;
+        if let Some(counts) = self.3 {
+            let mut family = encoder.encode_descriptor(
+                "bridge_trace_spans",
+                "Spans by outcome: exported (the collector took them), failed (it refused or could not be reached), dropped (the export queue was full)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, count) in ["exported", "failed", "dropped"].into_iter().zip(counts) {
+                counter(family.encode_family(&[("outcome", outcome)])?, count)?;
+            }
+        }
         encode_fleet(&self.1, &mut encoder)
     }
 }

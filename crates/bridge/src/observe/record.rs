@@ -17,6 +17,7 @@ use crate::config::registry::{Deployment, Registry};
 use crate::config::stats::Stats;
 use crate::error::UpstreamFailure;
 use crate::fleet::Admission;
+use crate::observe::spans::{Ending, Trace};
 
 /// Status logged and counted for a request whose client left before any answer (nginx's 499).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -45,11 +46,18 @@ pub struct Record {
     upstream_wait: std::time::Duration,
     /// The request's hold on its key's and model's limits, settled with its usage at the end.
     admission: Option<Admission>,
+    /// Present when the request is traced: its spans are made when it is over.
+    trace: Option<Box<Trace>>,
 }
 
 impl Record {
     /// A record of a request that just arrived on `route` (an index into [`ROUTES`](crate::config::stats::ROUTES)).
-    pub fn new(registry: Arc<Registry>, request_id: HeaderValue, route: usize) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        request_id: HeaderValue,
+        route: usize,
+        trace: Option<Box<Trace>>,
+    ) -> Self {
         Record {
             registry,
             request_id,
@@ -65,7 +73,13 @@ impl Record {
             settled: false,
             upstream_wait: std::time::Duration::ZERO,
             admission: None,
+            trace,
         }
+    }
+
+    /// The request's trace, when it is traced.
+    pub fn trace(&mut self) -> Option<&mut Trace> {
+        self.trace.as_deref_mut()
     }
 
     /// The caller's key label.
@@ -186,12 +200,29 @@ impl Drop for Record {
             .zip(self.replica)
             .and_then(|(d, i)| d.replicas.get(i))
             .map_or("-", |r| r.base.as_str());
+        let key = self
+            .registry
+            .key_labels
+            .get(self.key)
+            .map_or("-", String::as_str);
+        if let Some(trace) = self.trace.take() {
+            trace.finish(Ending {
+                route: crate::config::stats::ROUTES[self.route],
+                request_id: &String::from_utf8_lossy(self.request_id.as_bytes()),
+                key,
+                deployment: deployment.map(|d| (d.model_id.as_str(), d.id.as_str())),
+                replica: (replica != "-").then_some(replica),
+                status: self.status,
+                tokens: self.tokens,
+                first_event: self.first_event,
+            });
+        }
         let (prompt_tokens, completion_tokens) = self.tokens.unzip();
         tracing::info!(
             target: "bridge::request",
             request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
             route = crate::config::stats::ROUTES[self.route],
-            key = self.registry.key_labels.get(self.key).map_or("-", String::as_str),
+            key,
             model = deployment.map_or("-", |d| d.model_id.as_str()),
             deployment = deployment.map_or("-", |d| d.id.as_str()),
             replica,

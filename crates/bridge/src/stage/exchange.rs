@@ -11,6 +11,7 @@ use http::{HeaderValue, Method};
 use crate::config::registry::{Deployment, Endpoint, Registry};
 use crate::fleet::{Fleet, Rates};
 use crate::observe::record::Record;
+use crate::observe::spans::Trace;
 
 /// One request on its way through the stages.
 pub struct Exchange {
@@ -55,11 +56,13 @@ impl Exchange {
         endpoint: Endpoint,
         path_model: Option<String>,
         fleet: Arc<Fleet>,
+        trace: Option<Box<Trace>>,
     ) -> Self {
         let record = Record::new(
             registry.clone(),
             request_id.clone(),
             endpoint.metrics_index(),
+            trace,
         );
         Exchange {
             registry,

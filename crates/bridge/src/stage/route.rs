@@ -200,6 +200,12 @@ impl RoutedBody {
         serde_json::from_slice(&body[member.value.clone()]).ok()
     }
 
+    /// The body's `model`, when it is a string (for traces).
+    pub fn model(&self, body: &[u8]) -> Option<String> {
+        let member = self.model.as_ref()?;
+        serde_json::from_slice(body.get(member.value.clone())?).ok()
+    }
+
     /// The client's cap on output tokens, when it set one as a number.
     pub fn max_tokens(&self, body: &[u8]) -> Option<u64> {
         let member = self.max_tokens.as_ref()?;

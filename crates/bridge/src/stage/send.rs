@@ -19,8 +19,10 @@ use crate::config::response_ids::Made;
 use crate::config::state::{InFlight, Overloaded};
 use crate::error::ApiError;
 use crate::error::UpstreamFailure;
+use crate::observe::record::Record;
 use crate::relay::lifetime::{EngineBody, Learner};
 use crate::upstream::client::{build_request, Upstream};
+use crate::upstream::pool::Connected;
 
 /// Sends to a replica picked by the balancer. A failure before any byte reached an engine is
 /// tried on another replica, within the deployment's `max_retries` and retry budget; nothing
@@ -38,12 +40,14 @@ pub async fn send(
     };
     let record = &mut ex.record;
     let slot = match &deployment.limiter {
-        Some(limiter) => Some(
-            limiter
-                .acquire()
-                .await
-                .map_err(|why| overloaded(deployment, why))?,
-        ),
+        Some(limiter) => {
+            let queued = Instant::now();
+            let slot = limiter.acquire().await;
+            if let Some(trace) = record.trace() {
+                trace.stage("queue", queued);
+            }
+            Some(slot.map_err(|why| overloaded(deployment, why))?)
+        }
         None => None,
     };
     deployment.retry_budget.record_request();
@@ -70,7 +74,7 @@ pub async fn send(
         if let Some(until) = wake_until {
             if !replica.state.is_available() {
                 // Nothing can take the request now: wait for a replica instead of failing.
-                park(upstream, deployment, until).await?;
+                parked(upstream, deployment, until, record).await?;
                 tried.clear();
                 continue;
             }
@@ -94,12 +98,27 @@ pub async fn send(
             let left = d.saturating_duration_since(tokio::time::Instant::now());
             deployment.first_byte_timeout.min(left)
         });
+        if let Some(trace) = record.trace() {
+            trace.attempt();
+        }
         let sent_at = Instant::now();
         let result = upstream
             .send(request, deployment.connect_timeout, wait)
             .await
             .map(|response| response.map(EngineBody::new));
         record.waited(sent_at.elapsed());
+        if let Some(trace) = record.trace() {
+            match &result {
+                Ok(response) => match response.extensions().get::<Connected>() {
+                    Some(&Connected(took)) => {
+                        trace.connected(sent_at, took);
+                        trace.answered(sent_at + took);
+                    }
+                    None => trace.answered(sent_at),
+                },
+                Err(error) => trace.failed_attempt(&replica.base, error.label()),
+            }
+        }
         match result {
             Ok(mut response) => {
                 if let Some(error) = refused_status(response.status()) {
@@ -144,7 +163,7 @@ pub async fn send(
                     tried.push(index);
                 } else if let (true, Some(until)) = (error.retry_safe, wake_until) {
                     // No replica reachable yet: park until one may be, then start over.
-                    park(upstream, deployment, until).await?;
+                    parked(upstream, deployment, until, record).await?;
                     tried.clear();
                 } else {
                     // The address is for the operator's log; the client learns which deployment.
@@ -154,6 +173,21 @@ pub async fn send(
             }
         }
     }
+}
+
+/// Parks the request (see [`park`]), noting the wait in its trace.
+async fn parked(
+    upstream: &Upstream,
+    deployment: &Deployment,
+    until: tokio::time::Instant,
+    record: &mut Record,
+) -> Result<(), ApiError> {
+    let start = Instant::now();
+    let result = park(upstream, deployment, until).await;
+    if let Some(trace) = record.trace() {
+        trace.stage("park", start);
+    }
+    result
 }
 
 /// The 502 for an answer no client should get: a redirect (the official SDKs follow it, and

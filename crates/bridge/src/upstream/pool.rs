@@ -62,6 +62,10 @@ struct Inner {
     idle: Mutex<HashMap<Authority, Vec<Idle>>>,
 }
 
+/// On a response that came over a connection opened for it: how long connecting took.
+#[derive(Debug, Clone, Copy)]
+pub struct Connected(pub Duration);
+
 /// One worker's connections to every replica.
 #[derive(Clone, Default)]
 pub struct Pool {
@@ -95,13 +99,21 @@ impl Pool {
             request.headers_mut().insert(header::HOST, host);
         }
         for attempt in 0..=MAX_STALE_TRIES {
-            let (mut sender, reused) = match self.checkout(&authority).await {
-                Some(sender) if attempt < MAX_STALE_TRIES => (sender, true),
-                _ => (connect(&authority, connect_timeout).await?, false),
+            let (mut sender, reused, opened) = match self.checkout(&authority).await {
+                Some(sender) if attempt < MAX_STALE_TRIES => (sender, true, None),
+                _ => {
+                    let start = Instant::now();
+                    let sender = connect(&authority, connect_timeout).await?;
+                    (sender, false, Some(Connected(start.elapsed())))
+                }
             };
             let sent_at = Instant::now();
             match sender.try_send_request(request).await {
-                Ok(response) => {
+                Ok(mut response) => {
+                    if let Some(opened) = opened {
+                        // Only new connections pay for the extension map (traces read it).
+                        response.extensions_mut().insert(opened);
+                    }
                     let giver = GiveBack {
                         pool: Arc::downgrade(&self.inner),
                         authority,
