@@ -25,7 +25,7 @@ use crate::dispatch::{self, AppState};
 use crate::fleet::Fleet;
 use crate::observe::trace::Traces;
 use crate::relay::ResBody;
-use crate::upstream::health;
+use crate::upstream::{discovery, health};
 use crate::{admin, server};
 
 /// Longest wait at exit for the last spans to be exported.
@@ -104,6 +104,22 @@ impl App {
     ) -> std::io::Result<()> {
         let registry = self.live.load();
         warn_if_open(&registry);
+        if registry
+            .models
+            .values()
+            .any(|m| m.deployments.values().any(|d| d.dns.is_some()))
+        {
+            // Discovered deployments serve from the first request: their names are resolved
+            // first (on a thread of its own: this one may be inside a runtime already).
+            let live = self.live.clone();
+            spawn_runtime("bridge-discover".into(), async move {
+                discovery::discover_once(&live).await;
+                Ok(())
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("DNS discovery panicked"))??;
+        }
+        let registry = self.live.load();
         listener.set_nonblocking(true)?;
         if let Some(admin) = &admin {
             admin.set_nonblocking(true)?;
@@ -215,7 +231,8 @@ async fn background(live: Arc<Live>, fleet: Arc<Fleet>) {
         fleet.keep_up().await;
         std::future::pending::<()>().await
     };
-    tokio::join!(health::check_live(live.clone()), watch, fleet);
+    let discovery = discovery::discover_forever(live.clone());
+    tokio::join!(health::check_live(live.clone()), watch, fleet, discovery);
 }
 
 /// Resolves `drain_delay` after `stop`: in between, `/health` already answers 503 (load

@@ -5,6 +5,7 @@
 //! - [`validate`]: the file into a [`registry::Registry`], with errors naming the field.
 //! - [`registry`]: the routing table requests are served against; [`endpoint`]: the routes.
 //! - [`response_ids`]: which replica made which stored response (Responses API).
+//! - [`replicas`]: DNS discovery of replicas, and the balancing choice.
 //! - [`keys`]: client keys, kept as digests. [`quota`]: the limits of keys and models.
 //! - [`traces`]: `[tracing]`, where spans are exported.
 //! - [`state`]: replica load, health and limits.
@@ -19,6 +20,7 @@ pub mod live;
 pub mod predict;
 pub mod quota;
 pub mod registry;
+pub mod replicas;
 pub mod response_ids;
 pub mod state;
 pub mod stats;

@@ -289,6 +289,15 @@ impl ApiError {
         e
     }
 
+    /// A deployment none of whose replicas may take a request: none discovered, or none has
+    /// passed a health check yet (503 with `retry-after`: the SDKs wait and retry).
+    pub fn no_ready_replica(message: impl Into<Cow<'static, str>>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .with_code("no_ready_replica");
+        e.retry_after = Some(1);
+        e
+    }
+
     /// An engine sent bytes that are not UTF-8 (502): Bridge never changes a model's text, so
     /// the answer ends with this instead.
     pub fn upstream_invalid_utf8() -> Self {

@@ -45,6 +45,10 @@ pub const DEFAULT_PREDICT_BUFFERED_BYTES: u64 = 64 << 20;
 pub const DEFAULT_OUTPUT_KEY: &str = "output";
 /// Longest wait for Redis before an instance enforces its limits alone (`[limits]`).
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 5;
+/// How often a `discovery = "dns"` deployment's names are resolved again, in milliseconds.
+pub const DEFAULT_DNS_REFRESH_MS: u64 = 5_000;
+/// With `balance = "prefix"`: a replica's most requests in flight, as a factor of the mean.
+pub const DEFAULT_PREFIX_LOAD_FACTOR: f64 = 1.25;
 /// `service.name` of Bridge's spans (`[tracing]`).
 pub const DEFAULT_SERVICE_NAME: &str = "bridge";
 /// Longest an export to the trace collector may take, in milliseconds.

@@ -9,6 +9,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use super::defaults::*;
+pub use super::replicas::{Balance, Discovery};
+pub use super::traces::TracingConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -29,21 +31,6 @@ pub struct Config {
     pub limits: Option<LimitsConfig>,
     /// `[tracing]`: OpenTelemetry traces, off unless `otlp_endpoint` is set.
     pub tracing: Option<TracingConfig>,
-}
-
-/// `[tracing]`: spans exported over OTLP/HTTP. A restart applies a change.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TracingConfig {
-    /// The collector's OTLP/HTTP base URL (`http://otel-collector:4318`); spans go to
-    /// `/v1/traces` under it. Absent: no traces.
-    pub otlp_endpoint: Option<String>,
-    /// Share of requests traced when the caller sent no sampled `traceparent` (0 to 1).
-    /// Parent-based: a caller's sampled trace is always kept, its unsampled one never.
-    /// Default 1.
-    pub sample_ratio: Option<f64>,
-    /// `service.name` of Bridge's spans. Default [`DEFAULT_SERVICE_NAME`].
-    pub service_name: Option<String>,
 }
 
 /// `[limits]`: the shared store of a fleet's limits. Absent: each instance counts alone. A
@@ -106,6 +93,9 @@ pub struct ServerConfig {
     pub half_close: Option<bool>,
     /// Log lines as `text` (default) or `json` (one object per line, for log pipelines).
     pub log_format: Option<LogFormat>,
+    /// DNS servers (`ip:port`) for `discovery = "dns"` deployments. Default: the system's
+    /// (`/etc/resolv.conf`). A restart applies a change.
+    pub resolvers: Option<Vec<String>>,
 }
 
 /// How log lines are written.
@@ -211,6 +201,18 @@ pub struct DeploymentConfig {
     pub api: Api,
     /// For `openai`: base URLs ending where `/chat/completions` is appended (usually `/v1`).
     pub replicas: Vec<String>,
+    /// `static` (default): the replicas as written. `dns`: every A/AAAA address of each
+    /// replica's host is a replica, re-resolved every `dns_refresh_ms`.
+    pub discovery: Option<Discovery>,
+    /// How often DNS names are resolved again, in milliseconds (a shorter record TTL wins).
+    /// Default 5 000.
+    pub dns_refresh_ms: Option<u64>,
+    /// `least_outstanding` (default) or `prefix`: a conversation's requests go to the replica
+    /// that has its prompt cached, the same on every Bridge instance.
+    pub balance: Option<Balance>,
+    /// With `balance = "prefix"`: the most a replica may take, as a factor of the deployment's
+    /// mean requests in flight, before its conversations spill to their next choice. Default 1.25.
+    pub prefix_load_factor: Option<f64>,
     /// The engine's model name, used when a client routes with `model = "baseten/..."`.
     /// Unset: asked of the replica's `GET /models` once and cached.
     pub served_model: Option<String>,

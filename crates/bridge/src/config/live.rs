@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::file::Config;
 use super::registry::Registry;
+use super::replicas::{apply, Addresses};
 use crate::error::ApiError;
 
 /// How often the config file is looked at for changes.
@@ -53,8 +54,10 @@ pub struct Live {
     text: std::sync::Mutex<String>,
     /// Bumped on every change, so the health checks follow the new table.
     version: watch::Sender<u64>,
-    /// One change at a time (file reloads and admin edits).
+    /// One change at a time (file reloads, admin edits, discovered addresses).
     changing: tokio::sync::Mutex<()>,
+    /// The addresses DNS discovery found, given to every table built.
+    addresses: std::sync::Mutex<Arc<Addresses>>,
 }
 
 impl Live {
@@ -68,14 +71,38 @@ impl Live {
         Self::new(registry, Some(path), text)
     }
 
-    fn new(registry: Registry, path: Option<PathBuf>, text: String) -> Arc<Live> {
+    fn new(mut registry: Registry, path: Option<PathBuf>, text: String) -> Arc<Live> {
+        // Discovered deployments have no replicas until their names are resolved.
+        apply(&mut registry, &Addresses::new(), None);
         Arc::new(Live {
             current: ArcSwap::from_pointee(registry),
             path,
             text: std::sync::Mutex::new(text),
             version: watch::Sender::new(0),
             changing: tokio::sync::Mutex::new(()),
+            addresses: Default::default(),
         })
+    }
+
+    /// The addresses discovery found last.
+    pub fn addresses(&self) -> Arc<Addresses> {
+        self.addresses.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Installs a table with the discovered deployments' replicas at `addresses` (and the same
+    /// configuration text). Replicas that stay keep their state; the others join or leave.
+    pub async fn rediscover(&self, addresses: Addresses) -> Result<(), ReloadError> {
+        let _one = self.changing.lock().await;
+        if let Ok(mut held) = self.addresses.lock() {
+            *held = Arc::new(addresses);
+        }
+        if self.path.is_none() {
+            return Err(ReloadError::NoFile);
+        }
+        let text = self.text();
+        let registry = self.prepare(&text)?;
+        self.install(registry, text);
+        Ok(())
     }
 
     /// The table for one request; the request keeps it to the end.
@@ -134,9 +161,11 @@ impl Live {
                  if that is meant, say so with `[auth] open = true`"
             )));
         }
-        let next = config
+        let mut next = config
             .validate_after(&name, Some(&current))
             .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        next.dns_status = current.dns_status.clone();
+        apply(&mut next, &self.addresses(), Some(&current));
         let restart_needed = [
             ("server.workers", next.workers != current.workers),
             (
@@ -153,6 +182,7 @@ impl Live {
             ),
             ("server.half_close", next.half_close != current.half_close),
             ("[limits]", next.limits != current.limits),
+            ("server.resolvers", next.resolvers != current.resolvers),
             ("[tracing]", next.tracing != current.tracing),
         ];
         for (setting, changed) in restart_needed {

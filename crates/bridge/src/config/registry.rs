@@ -16,6 +16,7 @@ pub use super::endpoint::{Endpoint, Target};
 use super::file::{Api, DeploymentConfig};
 use super::keys::Keys;
 use super::quota::{LimitSettings, Quota};
+use super::replicas::{Balance, Dns, DnsStatus};
 use super::response_ids::ResponseIds;
 use super::state::{Limiter, ReplicaState, RetryBudget};
 use super::traces::TraceSettings;
@@ -49,6 +50,10 @@ pub struct Registry {
     pub limits: LimitSettings,
     /// Where traces go (a restart applies a change); `None`: no traces.
     pub tracing: Option<TraceSettings>,
+    /// DNS servers for discovered deployments; empty: the system's (a restart applies a change).
+    pub resolvers: Vec<SocketAddr>,
+    /// What DNS discovery has seen (kept across reloads by the live table).
+    pub dns_status: Arc<DnsStatus>,
     /// Some key or model has limits: requests go through admission.
     pub limited: bool,
     /// When this configuration was loaded (Unix seconds): the models' `created`.
@@ -100,7 +105,8 @@ pub struct Deployment {
     pub model_id: String,
     /// What its replicas speak.
     pub api: Api,
-    /// The engine processes serving it.
+    /// The engine processes serving it (for `discovery = "dns"`: the addresses found, which
+    /// may be none yet).
     pub replicas: Vec<Replica>,
     /// The engine's model name, when configured (else asked of a replica).
     pub served_model: Option<String>,
@@ -125,17 +131,17 @@ pub struct Deployment {
     /// Active health checking, when on.
     pub health: Option<HealthCheck>,
     /// Parking while the deployment wakes, when configured.
-    pub wake: Option<Wake>,
+    pub wake: Option<Arc<Wake>>,
     /// Signalled whenever one of the replicas becomes healthy (wakes parked requests).
-    pub ready: tokio::sync::Notify,
+    pub ready: Arc<tokio::sync::Notify>,
     /// Concurrency cap and queue, when configured.
-    pub limiter: Option<Limiter>,
+    pub limiter: Option<Arc<Limiter>>,
     /// Limits retries across all of this deployment's requests.
-    pub retry_budget: RetryBudget,
+    pub retry_budget: Arc<RetryBudget>,
     /// The model name a replica reported via `GET /models`, fetched on first need.
-    pub reported_model: OnceCell<Arc<str>>,
+    pub reported_model: Arc<OnceCell<Arc<str>>>,
     /// What `/metrics` reports for this deployment.
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     /// The predict adapter's settings (`api = "predict"` only).
     pub predict: Option<super::predict::PredictSettings>,
     /// Engine routes beyond Bridge's table that this deployment allows (`extra_routes`).
@@ -144,7 +150,16 @@ pub struct Deployment {
     /// its counters and queues).
     pub config: DeploymentConfig,
     /// Being retired: takes no new requests, and leaves the configuration once idle.
-    pub retiring: std::sync::atomic::AtomicBool,
+    pub retiring: Arc<std::sync::atomic::AtomicBool>,
+    /// `discovery = "dns"`: the names its replicas are found under.
+    pub dns: Option<Dns>,
+    /// The newest generation of this deployment (DNS changes make new ones, sharing this
+    /// cell): a request parked on an older one moves to it.
+    pub newest: Arc<std::sync::Mutex<std::sync::Weak<Deployment>>>,
+    /// How a replica is chosen for each request.
+    pub balance: Balance,
+    /// `balance = "prefix"`: the most a replica takes, as a factor of the mean in flight.
+    pub load_factor: f64,
 }
 
 /// How replicas are checked.
@@ -174,10 +189,13 @@ pub struct Wake {
 }
 
 /// One engine process serving a deployment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Replica {
     /// The base URL as configured (without a trailing slash), for logs and status.
     pub base: String,
+    /// The base URL's hash: its identity for prefix affinity (rendezvous hashing), the same on
+    /// every instance.
+    pub key: u64,
     /// Where each [`Endpoint`] lands on it, worked out once.
     uris: Vec<Uri>,
     /// Load and health, shared by all workers, and kept across reloads while the replica stays
@@ -234,6 +252,7 @@ impl Replica {
             );
         }
         Ok(Replica {
+            key: xxhash_rust::xxh3::xxh3_64(base.as_bytes()),
             base,
             uris,
             state: Arc::default(),

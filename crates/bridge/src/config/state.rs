@@ -42,6 +42,9 @@ pub struct ReplicaState {
     healthy: AtomicBool,
     /// Consecutive checks agreeing against the current verdict.
     check_streak: AtomicU32,
+    /// A discovered address that has not passed a health check yet: it gets no request, not
+    /// even when no replica is available.
+    joining: AtomicBool,
 }
 
 impl Default for ReplicaState {
@@ -53,11 +56,26 @@ impl Default for ReplicaState {
             ejected_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             check_streak: AtomicU32::new(0),
+            joining: AtomicBool::new(false),
         }
     }
 }
 
 impl ReplicaState {
+    /// A replica that joins once a health check passes.
+    pub fn joining() -> Self {
+        ReplicaState {
+            healthy: AtomicBool::new(false),
+            joining: AtomicBool::new(true),
+            ..Default::default()
+        }
+    }
+
+    /// Not yet checked: no request may go there.
+    pub fn is_joining(&self) -> bool {
+        self.joining.load(Ordering::Relaxed)
+    }
+
     /// Whether the replica may get new work: healthy and not ejected.
     pub fn is_available(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.is_ejected()
@@ -76,6 +94,11 @@ impl ReplicaState {
         healthy_after: u32,
         unhealthy_after: u32,
     ) -> Option<bool> {
+        if passed && self.joining.swap(false, Ordering::Relaxed) {
+            // One passing check lets a new address in: it has no history to outlive.
+            self.healthy.store(true, Ordering::Relaxed);
+            return Some(true);
+        }
         let healthy = self.healthy.load(Ordering::Relaxed);
         if passed == healthy {
             self.check_streak.store(0, Ordering::Relaxed);

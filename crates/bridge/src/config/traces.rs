@@ -3,7 +3,24 @@
 //! Kept apart from the routing table's other settings because it is read once, when Bridge
 //! starts (the exporter lives for the process); a reload that changes it is told to restart.
 
-use super::file::{TracingConfig, DEFAULT_SERVICE_NAME};
+use serde::Deserialize;
+
+use super::defaults::DEFAULT_SERVICE_NAME;
+
+/// `[tracing]`: spans exported over OTLP/HTTP. A restart applies a change.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL (`http://otel-collector:4318`); spans go to
+    /// `/v1/traces` under it. Absent: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// Share of requests traced when the caller sent no sampled `traceparent` (0 to 1).
+    /// Parent-based: a caller's sampled trace is always kept, its unsampled one never.
+    /// Default 1.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` of Bridge's spans. Default [`DEFAULT_SERVICE_NAME`].
+    pub service_name: Option<String>,
+}
 
 /// `[tracing]` in force; `None` in the registry when no endpoint is set.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Uri};
-use tokio::sync::OnceCell;
 
 use super::endpoint::check_extra_routes;
 use super::file::*;
@@ -16,7 +15,7 @@ use super::quota::{LimitSettings, Quota};
 use super::registry::{
     AdminSettings, Deployment, HealthCheck, Model, Registry, Replica, Wake, MAX_ID_LEN,
 };
-use super::state::{Limiter, RetryBudget};
+use super::state::Limiter;
 use super::traces::TraceSettings;
 use crate::config::stats::Stats;
 
@@ -159,11 +158,24 @@ impl Config {
             keys,
             limits: LimitSettings::new(self.limits.as_ref())?,
             tracing: TraceSettings::new(self.tracing.as_ref())?,
+            resolvers: resolvers(self.server.resolvers.as_deref())?,
+            dns_status: Arc::default(),
             limited,
             created,
             models,
         })
     }
+}
+
+/// `[server] resolvers`: `ip:port` each (a DNS server's port is usually 53).
+fn resolvers(list: Option<&[String]>) -> Result<Vec<SocketAddr>, String> {
+    list.unwrap_or_default()
+        .iter()
+        .map(|r| {
+            r.parse()
+                .map_err(|_| format!("server.resolvers: '{r}' is not an ip:port address"))
+        })
+        .collect()
 }
 
 /// What a reload may keep of a model: whole deployments (when the key labels are unchanged),
@@ -272,7 +284,7 @@ fn validate_deployment(
     }
     let wake = match d.wake_timeout_ms {
         None => None,
-        Some(ms) => Some(Wake {
+        Some(ms) => Some(Arc::new(Wake {
             timeout: Duration::from_millis(ms),
             url: d
                 .wake_url
@@ -282,8 +294,10 @@ fn validate_deployment(
             max_parked: d.max_parked.unwrap_or(DEFAULT_MAX_PARKED),
             parked: Default::default(),
             called: Default::default(),
-        }),
+        })),
     };
+    let (dns, balance, load_factor) =
+        super::replicas::settings(d, health.is_some().then_some(health_path.as_str()))?;
     let predict = match (d.api, &d.predict) {
         (Api::Openai, Some(_)) => {
             return Err("a [predict] table applies only to api = \"predict\" deployments".into())
@@ -317,21 +331,29 @@ fn validate_deployment(
         inject_usage: d.inject_usage.unwrap_or(true),
         max_retries: d.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
         eject_after: d.eject_after.unwrap_or(DEFAULT_EJECT_AFTER).max(1),
-        retry_budget: RetryBudget::default(),
+        retry_budget: Arc::default(),
         health,
         wake,
-        ready: tokio::sync::Notify::new(),
+        ready: Arc::default(),
         limiter: d.max_concurrent.filter(|&n| n > 0).map(|n| {
             let wait =
                 Duration::from_millis(d.queue_timeout_ms.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS));
-            Limiter::new(n, d.max_queued.unwrap_or(DEFAULT_MAX_QUEUED), wait)
+            Arc::new(Limiter::new(
+                n,
+                d.max_queued.unwrap_or(DEFAULT_MAX_QUEUED),
+                wait,
+            ))
         }),
-        reported_model: OnceCell::new(),
-        stats: Stats::new(key_labels),
+        reported_model: Arc::default(),
+        stats: Arc::new(Stats::new(key_labels)),
         predict,
         extra_routes: check_extra_routes(&d.extra_routes)?,
         config: d.clone(),
         retiring: Default::default(),
+        dns,
+        newest: Arc::default(),
+        balance,
+        load_factor,
     })
 }
 

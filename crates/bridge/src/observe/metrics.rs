@@ -246,6 +246,23 @@ impl Collector for Scrape {
             MetricType::Gauge,
         )?;
         gauge(family, i64::from(self.2))?;
+        let failures = registry
+            .dns_status
+            .failures
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
+        if !failures.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "bridge_dns_resolution_failures",
+                "Resolutions of a discovered deployment's DNS name that failed or came back empty (its last addresses were kept)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, count) in &failures {
+                counter(family.encode_family(&[("name", name.as_str())])?, *count)?;
+            }
+        }
         if let Some(counts) = self.3 {
             let mut family = encoder.encode_descriptor(
                 "bridge_trace_spans",

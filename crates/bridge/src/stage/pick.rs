@@ -31,9 +31,10 @@ const WAKING_RETRY_AFTER_SECONDS: u32 = 5;
 pub fn pick(deployment: &Deployment, tried: &[usize]) -> Option<usize> {
     let replicas = &deployment.replicas;
     if replicas.len() == 1 {
-        return tried.is_empty().then_some(0);
+        return (tried.is_empty() && !replicas[0].state.is_joining()).then_some(0);
     }
-    let untried = |i: &usize| !tried.contains(i);
+    // A discovered address that has not passed a health check yet is never tried.
+    let untried = |i: &usize| !tried.contains(i) && !replicas[*i].state.is_joining();
     let healthy: Vec<usize> = (0..replicas.len())
         .filter(untried)
         .filter(|&i| replicas[i].state.is_available())

@@ -7,6 +7,7 @@
 //! [`EngineBody`] that holds the slot and the replica's in-flight count until it is over.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderMap, Response, StatusCode};
@@ -68,13 +69,27 @@ pub async fn send(
             None => pick(deployment, &tried),
         };
         let Some(index) = picked else {
-            return Err(ApiError::internal("no replica left to try"));
+            if !tried.is_empty() {
+                return Err(ApiError::internal("no replica left to try"));
+            }
+            // No replica may take it: none was discovered, or none passed a check yet.
+            let Some(until) = wake_until else {
+                return Err(no_ready_replica(deployment));
+            };
+            if let Some(newer) = parked(upstream, deployment, until, record).await? {
+                drop(slot);
+                return resend(upstream, ex, endpoint, next, newer).await;
+            }
+            continue;
         };
         let replica = &deployment.replicas[index];
         if let Some(until) = wake_until {
             if !replica.state.is_available() {
                 // Nothing can take the request now: wait for a replica instead of failing.
-                parked(upstream, deployment, until, record).await?;
+                if let Some(newer) = parked(upstream, deployment, until, record).await? {
+                    drop(slot);
+                    return resend(upstream, ex, endpoint, next, newer).await;
+                }
                 tried.clear();
                 continue;
             }
@@ -163,7 +178,10 @@ pub async fn send(
                     tried.push(index);
                 } else if let (true, Some(until)) = (error.retry_safe, wake_until) {
                     // No replica reachable yet: park until one may be, then start over.
-                    parked(upstream, deployment, until, record).await?;
+                    if let Some(newer) = parked(upstream, deployment, until, record).await? {
+                        drop(slot);
+                        return resend(upstream, ex, endpoint, next, newer).await;
+                    }
                     tried.clear();
                 } else {
                     // The address is for the operator's log; the client learns which deployment.
@@ -175,19 +193,48 @@ pub async fn send(
     }
 }
 
-/// Parks the request (see [`park`]), noting the wait in its trace.
+/// Parks the request (see [`park`]), noting the wait in its trace. Returns the deployment's
+/// newer generation when discovery changed its replicas meanwhile: the request goes there.
 async fn parked(
     upstream: &Upstream,
     deployment: &Deployment,
     until: tokio::time::Instant,
     record: &mut Record,
-) -> Result<(), ApiError> {
+) -> Result<Option<Arc<Deployment>>, ApiError> {
     let start = Instant::now();
     let result = park(upstream, deployment, until).await;
     if let Some(trace) = record.trace() {
         trace.stage("park", start);
     }
-    result
+    result.map(|()| deployment.newer())
+}
+
+/// Sends again on `newer`, the deployment's generation with the replicas discovered while the
+/// request was parked.
+async fn resend(
+    upstream: &Upstream,
+    ex: &mut Exchange,
+    endpoint: Endpoint,
+    next: Option<(HeaderMap, ReqBody)>,
+    newer: Arc<Deployment>,
+) -> Result<Response<EngineBody>, ApiError> {
+    ex.record.set_deployment(newer.clone());
+    ex.deployment = Some(newer);
+    let (headers, body) = next.unwrap_or_default();
+    Box::pin(send(upstream, ex, endpoint, headers, body)).await
+}
+
+/// The 503 for a deployment none of whose replicas may take a request.
+fn no_ready_replica(deployment: &Deployment) -> ApiError {
+    let why = match (deployment.replicas.len(), &deployment.dns) {
+        (0, Some(_)) => "its DNS names have resolved to no address yet",
+        (0, None) => "it has no replicas",
+        _ => "no replica has passed its health check yet",
+    };
+    ApiError::no_ready_replica(format!(
+        "deployment '{}' of model '{}' has no replica ready: {why}",
+        deployment.id, deployment.model_id
+    ))
 }
 
 /// The 502 for an answer no client should get: a redirect (the official SDKs follow it, and

@@ -28,8 +28,13 @@ pub async fn check_live(live: Arc<Live>) {
     let mut changed = live.subscribe();
     loop {
         let registry = live.load();
+        // A table with nothing to check ends its checks at once: wait for the next table then.
+        let checks = async {
+            check_forever(registry).await;
+            std::future::pending::<()>().await
+        };
         tokio::select! {
-            () = check_forever(registry) => std::future::pending::<()>().await,
+            () = checks => {}
             result = changed.changed() => {
                 if result.is_err() {
                     std::future::pending::<()>().await;
