@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suite: real `bridge` processes driven by the official OpenAI and Anthropic
 # Python SDKs (tests/e2e) and the official OpenAI Node SDK (tests/e2e-node); fleets of them
-# share a real Redis (redis-server, from Debian's packages) in tests/e2e/test_fleet.py.
+# share a real Redis (redis-server, from Debian's packages) in tests/e2e/test_fleet.py; a real
+# DNS server (dnsmasq) serves the discovery tests.
 # Creates .venv and tests/e2e-node/node_modules with the pinned packages when needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,10 @@ fi
 if ! command -v promtool >/dev/null 2>&1; then
   echo "installing prometheus (for promtool) from Debian's packages (the rules are checked with it)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
+if [ ! -x /usr/sbin/dnsmasq ]; then
+  echo "installing dnsmasq-base from Debian's packages (the DNS discovery tests start their own)"
+  apt-get update -qq && apt-get install -y -qq dnsmasq-base >/dev/null
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "installing redis-server from Debian's packages (the fleet tests start their own)"
