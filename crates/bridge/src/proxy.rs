@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 
 use crate::body::BoxError;
+use crate::config::replicas::Balance;
 use crate::config::Api;
 use crate::dialect;
 use crate::engine::openai::OpenAiEngine;
@@ -134,6 +135,9 @@ where
     };
     ex.record.set_deployment(deployment.clone());
     ex.deployment = Some(deployment.clone());
+    if deployment.balance == Balance::Prefix {
+        ex.affinity = routed.prefix.key(&body);
+    }
     if let Some(trace) = ex.record.trace() {
         trace.request(routed.model(&body), routed.is_stream());
     }

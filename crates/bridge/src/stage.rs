@@ -10,6 +10,7 @@ pub mod auth;
 pub mod exchange;
 pub mod form;
 pub mod pick;
+pub mod prefix;
 pub mod read;
 pub mod resolve;
 pub mod route;

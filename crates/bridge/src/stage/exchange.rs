@@ -38,6 +38,8 @@ pub struct Exchange {
     pub query: Option<String>,
     /// The replica the request must reach (it holds the response the request names), by index.
     pub pinned: Option<usize>,
+    /// The prefix affinity key, for a `balance = "prefix"` deployment.
+    pub affinity: Option<u64>,
     /// The deployment serving the request, once resolved.
     pub deployment: Option<Arc<Deployment>>,
     /// The fleet's limits.
@@ -72,6 +74,7 @@ impl Exchange {
             method: Method::POST,
             response_id: None,
             pinned: None,
+            affinity: None,
             key: 0,
             owner: [0; 32],
             query: None,

@@ -72,7 +72,7 @@ pub async fn served_model(
     let name = deployment
         .reported_model
         .get_or_try_init(|| async {
-            let index = pick(deployment, &[]).or((!deployment.replicas.is_empty()).then_some(0));
+            let index = pick(deployment, &[], None).or((!deployment.replicas.is_empty()).then_some(0));
             let Some(replica) = index.and_then(|i| deployment.replicas.get(i)) else {
                 return Err(ApiError::no_ready_replica(format!(
                     "deployment '{}' of model '{}' has no replica to ask its model name; set served_model for it",

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use http::HeaderMap;
 
+use super::prefix::PrefixMembers;
 use crate::body::ReqBody;
 use crate::error::{ApiError, ROUTING_HINT};
 use crate::json::{scan_members, JsonError, Member};
@@ -55,6 +56,8 @@ pub struct RoutedBody {
     /// The client's cap on output tokens (`max_tokens`, `max_completion_tokens`,
     /// `max_output_tokens`): part of the request's token estimate.
     max_tokens: Option<Member>,
+    /// What prefix affinity keys on (`balance = "prefix"`).
+    pub prefix: PrefixMembers,
 }
 
 /// What forwarding changes in a multipart form: whole parts cut out (the routing fields), and
@@ -74,8 +77,10 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
     let mut baseten = None;
     let mut model = None;
     let (mut stream, mut stream_options) = (false, false);
+    let mut prefix = PrefixMembers::default();
     let scanned = scan_members(body, |m| {
-        match m.key(body).as_ref() {
+        let key = m.key(body);
+        match key.as_ref() {
             b"baseten" => {
                 if baseten.is_some() {
                     return Err(JsonError::Refused("duplicate baseten"));
@@ -87,7 +92,9 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
             b"stream_options" => stream_options = true,
             b"previous_response_id" => previous = Some(m),
             b"max_tokens" | b"max_completion_tokens" | b"max_output_tokens" => max_tokens = Some(m),
-            _ => {}
+            other => {
+                prefix.note(other, &m);
+            }
         }
         Ok(())
     });
@@ -124,6 +131,7 @@ pub fn route(body: &[u8], headers: &HeaderMap) -> Result<RoutedBody, ApiError> {
         previous,
         form: None,
         max_tokens,
+        prefix,
     })
 }
 
@@ -135,14 +143,18 @@ pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError
     let mut model = None;
     let mut max_tokens = None;
     let (mut stream, mut stream_options) = (false, false);
+    let mut prefix = PrefixMembers::default();
     scan_members(body, |m| {
-        match m.key(body).as_ref() {
+        let key = m.key(body);
+        match key.as_ref() {
             b"baseten" => baseten = Some(m),
             b"model" => model = Some(m),
             b"stream" => stream = &body[m.value.clone()] == b"true",
             b"stream_options" => stream_options = true,
             b"max_tokens" | b"max_completion_tokens" | b"max_output_tokens" => max_tokens = Some(m),
-            _ => {}
+            other => {
+                prefix.note(other, &m);
+            }
         }
         Ok(())
     })?;
@@ -160,6 +172,7 @@ pub fn route_by_path(body: &[u8], model_id: &str) -> Result<RoutedBody, ApiError
         previous: None,
         form: None,
         max_tokens,
+        prefix,
     })
 }
 
@@ -182,6 +195,7 @@ impl RoutedBody {
             previous: None,
             form: None,
             max_tokens: None,
+            prefix: PrefixMembers::default(),
         }
     }
 

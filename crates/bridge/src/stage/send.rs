@@ -66,7 +66,7 @@ pub async fn send(
         // A request for a response held by one replica goes there, and nowhere else.
         let picked = match ex.pinned {
             Some(index) => (!tried.contains(&index)).then_some(index),
-            None => pick(deployment, &tried),
+            None => pick(deployment, &tried, ex.affinity),
         };
         let Some(index) = picked else {
             if !tried.is_empty() {
