@@ -14,12 +14,17 @@ script runs (it answers every OTLP export with 200), e.g. traces for every reque
     ... callgrind.py BINARY URL '' '[tracing]
     otlp_endpoint = "{collector}"'
 
+A fifth argument adds lines to the deployment's table, e.g. `balance = "prefix"`; when it sets
+`replicas`, `{sim_url}` in it is the engine's URL (the same engine may be listed several times).
+
 Needs valgrind (Debian: valgrind). One worker; the engine runs outside valgrind."""
 import http.client, http.server, json, os, re, signal, subprocess, sys, tempfile, threading, time
 
 binary, sim_url = sys.argv[1], sys.argv[2]
 model_extra = sys.argv[3] if len(sys.argv) > 3 else ""
 top_extra = sys.argv[4] if len(sys.argv) > 4 else ""
+deployment_extra = (sys.argv[5] if len(sys.argv) > 5 else "").replace("{sim_url}", sim_url)
+replicas = "" if "replicas" in deployment_extra else f'replicas = ["{sim_url}/v1"]'
 if "{collector}" in top_extra:
     class Sink(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
@@ -33,7 +38,7 @@ counts = (500, 2500)
 body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hello there, how are you today?"}],
                    "max_tokens": 16, "baseten": {"model_id": "m"}})
 cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-cfg.write(f'{top_extra}\n[server]\nlisten = "127.0.0.1:0"\nworkers = 1\n[[models]]\nid = "m"\n{model_extra}\n[[models.deployments]]\nid = "d"\nreplicas = ["{sim_url}/v1"]\nhealth_path = ""\n')
+cfg.write(f'{top_extra}\n[server]\nlisten = "127.0.0.1:0"\nworkers = 1\n[[models]]\nid = "m"\n{model_extra}\n[[models.deployments]]\nid = "d"\n{replicas}\nhealth_path = ""\n{deployment_extra}\n')
 cfg.close()
 totals = []
 for n in counts:

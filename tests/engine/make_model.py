@@ -3,7 +3,9 @@
 and seeded random weights, so that llama-server runs it in milliseconds and its answers at
 temperature 0 are the same every time. It knows nothing; it only has to be a real model.
 
-    python make_model.py OUT.gguf
+    python make_model.py OUT.gguf                 # the test model
+    python make_model.py OUT.gguf 384 6 1024 8192 # wider, deeper, longer context (the
+                                                  # prefix benchmark: prompts that take time)
 """
 
 import string
@@ -13,6 +15,8 @@ import numpy as np
 from gguf import GGUFWriter, TokenType
 
 N_EMBD, N_HEAD, N_FF, N_LAYER, N_CTX = 64, 4, 128, 2, 512
+if len(sys.argv) == 6:
+    N_EMBD, N_LAYER, N_FF, N_CTX = (int(a) for a in sys.argv[2:])
 
 TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"

@@ -276,6 +276,59 @@ mod tests {
         assert_eq!(t.expand(&"10.0.0.5".parse().unwrap()), "http://10.0.0.5");
     }
 
+    fn registry() -> Registry {
+        let text = "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\n\
+                    replicas = [\"http://engines.test:8000/v1\"]\ndiscovery = \"dns\"\n";
+        crate::config::Config::parse(text, "t")
+            .unwrap()
+            .validate("t")
+            .unwrap()
+    }
+
+    fn at(ips: &[&str]) -> Addresses {
+        let ips = ips.iter().map(|ip| ip.parse().unwrap()).collect();
+        Addresses::from([("engines.test".to_string(), ips)])
+    }
+
+    fn deployment(registry: &Registry) -> Arc<Deployment> {
+        registry.model("m").unwrap().deployments["d"].clone()
+    }
+
+    #[test]
+    fn addresses_become_replicas_that_keep_their_state() {
+        let mut first = registry();
+        apply(&mut first, &Addresses::new(), None);
+        assert!(deployment(&first).replicas.is_empty());
+        apply(&mut first, &at(&["10.0.0.1"]), None);
+        let one = deployment(&first);
+        assert_eq!(one.replicas[0].base, "http://10.0.0.1:8000/v1");
+        // With the default health check, a new address joins once a check passes.
+        assert!(one.replicas[0].state.is_joining());
+        assert_eq!(one.replicas[0].state.record_check(true, 1, 2), Some(true));
+        assert!(!one.replicas[0].state.is_joining());
+
+        // The next table (a reload builds the deployment from the same config): the address
+        // that stays keeps its state, the new one joins, the counters are the same ones.
+        let mut second = registry();
+        apply(&mut second, &at(&["10.0.0.1", "10.0.0.2"]), Some(&first));
+        let two = deployment(&second);
+        let bases: Vec<_> = two.replicas.iter().map(|r| r.base.as_str()).collect();
+        assert_eq!(bases, ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]);
+        assert!(Arc::ptr_eq(&two.replicas[0].state, &one.replicas[0].state));
+        assert!(two.replicas[1].state.is_joining());
+
+        // The same addresses again: the very same deployment.
+        let kept = Arc::clone(&two);
+        apply(&mut second, &at(&["10.0.0.1", "10.0.0.2"]), None);
+        assert!(Arc::ptr_eq(&kept, &deployment(&second)));
+        // Other addresses: a newer generation sharing the counters; the old one knows it.
+        apply(&mut second, &at(&["10.0.0.2"]), None);
+        let three = deployment(&second);
+        assert!(Arc::ptr_eq(&three.stats, &two.stats));
+        assert!(Arc::ptr_eq(&two.newer().unwrap(), &three));
+        assert!(three.newer().is_none());
+    }
+
     #[test]
     fn settings_refuse_what_does_not_apply() {
         let mut d = DeploymentConfig {
