@@ -290,3 +290,19 @@ def test_a_deployment_whose_name_has_no_address_yet_says_so(dns):
     finally:
         bridge.stop()
         engines.stop()
+
+
+def test_a_request_parked_on_an_empty_deployment_is_served_by_the_addresses_that_appear(dns):
+    engines = Engines(["127.0.0.2"])
+    # Scaled to zero: the name has no address; requests park for up to 20 s.
+    bridge, _ = start_bridge(config(dns, engines.port, "wake_timeout_ms = 20000\n"))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            parked = pool.submit(ask, bridge.url)
+            time.sleep(1)
+            assert not parked.done()
+            dns.set(NAME, ["127.0.0.2"])  # the deployment wakes up
+            assert parked.result(timeout=15) == "127.0.0.2"
+    finally:
+        bridge.stop()
+        engines.stop()

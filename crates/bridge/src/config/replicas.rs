@@ -313,7 +313,10 @@ mod tests {
         apply(&mut second, &at(&["10.0.0.1", "10.0.0.2"]), Some(&first));
         let two = deployment(&second);
         let bases: Vec<_> = two.replicas.iter().map(|r| r.base.as_str()).collect();
-        assert_eq!(bases, ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]);
+        assert_eq!(
+            bases,
+            ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]
+        );
         assert!(Arc::ptr_eq(&two.replicas[0].state, &one.replicas[0].state));
         assert!(two.replicas[1].state.is_joining());
 
