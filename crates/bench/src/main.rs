@@ -6,6 +6,7 @@ mod limits;
 mod load;
 mod procs;
 mod report;
+mod soak;
 mod stream;
 
 use std::path::PathBuf;
@@ -35,9 +36,13 @@ struct Args {
     /// Concurrent streams in the scale run (see Plan::new for why the default is 9,900).
     #[arg(long, default_value_t = 9900)]
     scale_streams: usize,
-    /// Run only these figures (latency, sweep, bodies, streams, limits), for profiling work.
+    /// Run only these figures (latency, sweep, bodies, streams, limits; and soak, which runs
+    /// only when named), for profiling work.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Rounds of the soak (`--only soak`): the same burst again and again.
+    #[arg(long, default_value_t = 10)]
+    soak_rounds: usize,
 }
 
 /// How much of each figure to measure.
@@ -296,6 +301,28 @@ async fn run(args: Args) -> Result<()> {
             plan.sweep_time,
         )
         .await?;
+    }
+
+    if args.only.iter().any(|o| o == "soak") {
+        phase("soak: does memory come back after each burst?");
+        let (streams, requests) = if args.quick {
+            (1000, 5000)
+        } else {
+            (3000, 20000)
+        };
+        let soak = soak::figure(
+            &targets[1],
+            bridge.pid(),
+            args.soak_rounds,
+            streams,
+            requests,
+        )
+        .await?;
+        std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
+        let json = serde_json::to_string_pretty(&soak).map_err(|e| e.to_string())?;
+        std::fs::write(args.out.join("soak.json"), json).map_err(|e| e.to_string())?;
+        std::fs::write(args.out.join("soak.md"), soak.table()).map_err(|e| e.to_string())?;
+        println!("{}", soak.table());
     }
 
     tokio::time::sleep(Duration::from_secs(if args.quick { 2 } else { 5 })).await;

@@ -109,11 +109,13 @@ impl App {
             .values()
             .any(|m| m.deployments.values().any(|d| d.dns.is_some()))
         {
-            // Discovered deployments serve from the first request: their names are resolved
-            // first (on a thread of its own: this one may be inside a runtime already).
+            // Discovered deployments serve from the first request: their names are resolved,
+            // and the new addresses checked, first (on a thread of its own: this one may be
+            // inside a runtime already).
             let live = self.live.clone();
             spawn_runtime("bridge-discover".into(), async move {
                 discovery::discover_once(&live).await;
+                health::check_joining(&live.load()).await;
                 Ok(())
             })?
             .join()

@@ -93,16 +93,28 @@ impl Live {
     /// configuration text). Replicas that stay keep their state; the others join or leave.
     pub async fn rediscover(&self, addresses: Addresses) -> Result<(), ReloadError> {
         let _one = self.changing.lock().await;
-        if let Ok(mut held) = self.addresses.lock() {
-            *held = Arc::new(addresses);
-        }
         if self.path.is_none() {
             return Err(ReloadError::NoFile);
         }
+        let previous = self
+            .addresses
+            .lock()
+            .map(|mut held| std::mem::replace(&mut *held, Arc::new(addresses)))
+            .unwrap_or_default();
         let text = self.text();
-        let registry = self.prepare(&text)?;
-        self.install(registry, text);
-        Ok(())
+        match self.prepare(&text) {
+            Ok(registry) => {
+                self.install(registry, text);
+                Ok(())
+            }
+            Err(e) => {
+                // Not in force: the next round tries again.
+                if let Ok(mut held) = self.addresses.lock() {
+                    *held = previous;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The table for one request; the request keeps it to the end.

@@ -89,6 +89,8 @@ impl Record {
 
     /// The deployment serving the request: from now on it is counted as in flight there.
     pub fn set_deployment(&mut self, deployment: Arc<Deployment>) {
+        // A replica index means nothing in another deployment (or generation).
+        self.replica = None;
         deployment.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         if let Some(previous) = self.deployment.replace(deployment) {
             previous.stats.in_flight.fetch_sub(1, Ordering::Relaxed);

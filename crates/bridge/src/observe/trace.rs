@@ -83,9 +83,10 @@ impl Traces {
             counts: counts.clone(),
             url: settings.traces_url.clone(),
         };
+        // The processor's timer outlasts the HTTP client's, so an export ends by itself.
         let config = BatchConfigBuilder::default()
             .with_max_queue_size(DEFAULT_TRACE_QUEUE)
-            .with_max_export_timeout(timeout)
+            .with_max_export_timeout(timeout * 2)
             .build();
         let mut processor = BatchSpanProcessor::builder(exporter, TokioCurrentThread)
             .with_batch_config(config)
@@ -171,6 +172,32 @@ impl Traces {
     }
 }
 
+impl Drop for Traces {
+    /// Ends the exporter's thread (its loop also waits on a ticker, so a closed channel alone
+    /// would not end it). After [`Traces::shutdown`] this returns at once.
+    fn drop(&mut self) {
+        let _ = self.processor.shutdown();
+    }
+}
+
+/// Takes an export's spans off the queue's count however the export ends; an export that never
+/// finished (dropped at the processor's timeout) counts as failed.
+struct Unqueue<'a> {
+    counts: &'a TraceCounts,
+    spans: usize,
+    done: bool,
+}
+
+impl Drop for Unqueue<'_> {
+    fn drop(&mut self) {
+        self.counts.queued.fetch_sub(self.spans, Ordering::Relaxed);
+        if !self.done {
+            let spans = self.spans as u64;
+            self.counts.failed.fetch_add(spans, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The OTLP exporter, counting what became of each batch and logging an outage once.
 #[derive(Debug)]
 struct Counted<E> {
@@ -181,10 +208,17 @@ struct Counted<E> {
 
 impl<E: SpanExporter> SpanExporter for Counted<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        // The processor may drop this future when its own timer runs out: the guard still
+        // takes the batch off the queue's count and counts it failed.
+        let mut guard = Unqueue {
+            counts: &self.counts,
+            spans: batch.len(),
+            done: false,
+        };
         let spans = batch.len();
         let result = self.inner.export(batch).await;
+        guard.done = true;
         let counts = &self.counts;
-        counts.queued.fetch_sub(spans, Ordering::Relaxed);
         match &result {
             Ok(()) => {
                 counts.exported.fetch_add(spans as u64, Ordering::Relaxed);

@@ -40,6 +40,9 @@ pub struct Exchange {
     pub pinned: Option<usize>,
     /// The prefix affinity key, for a `balance = "prefix"` deployment.
     pub affinity: Option<u64>,
+    /// The request's total deadline and parking limit, set when it is first sent: a request
+    /// that moves to a newer generation of its deployment keeps them.
+    pub clocks: Option<(Option<tokio::time::Instant>, Option<tokio::time::Instant>)>,
     /// The deployment serving the request, once resolved.
     pub deployment: Option<Arc<Deployment>>,
     /// The fleet's limits.
@@ -75,6 +78,7 @@ impl Exchange {
             response_id: None,
             pinned: None,
             affinity: None,
+            clocks: None,
             key: 0,
             owner: [0; 32],
             query: None,

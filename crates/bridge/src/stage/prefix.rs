@@ -6,7 +6,8 @@
 //! chat (`messages`) and the Responses API (`input` as items), the system and developer
 //! messages *and the first message after them*, so that a system prompt shared by every
 //! conversation does not send them all to one replica; for a prompt string (completions, or
-//! `input` as text), its first [`PREFIX_BYTES`] bytes. Anthropic's `system` and the Responses
+//! `input` as text, or as token ids), its first [`PREFIX_BYTES`] bytes (a shorter prompt is
+//! its own key, so a prompt that grows turn by turn keeps its replica once past that size). Anthropic's `system` and the Responses
 //! API's `instructions` are part of it. The bytes are hashed as the client sent them (the SDKs
 //! write the same history the same way each turn), with xxh3, whose definition is fixed, so
 //! every Bridge instance and version computes the same key. Only the members the routing scan
@@ -68,6 +69,10 @@ fn beginning(value: &[u8]) -> Option<&[u8]> {
         b'"' => Some(&value[..value.len().min(PREFIX_BYTES)]),
         b'[' => {
             let mut i = ws(value, 1);
+            if value.get(i).is_some_and(|&b| b != b'{' && b != b']') {
+                // Not messages: a prompt as token ids or strings keys on its beginning too.
+                return Some(&value[..value.len().min(PREFIX_BYTES)]);
+            }
             while value.get(i).is_some_and(|&b| b != b']') {
                 let end = skip_value(value, i).ok()?;
                 if !is_instructions(&value[i..end]) {
@@ -176,6 +181,18 @@ mod tests {
             key(items),
             key(r#"{"input":[{"role":"user","content":"owls"}]}"#)
         );
+    }
+
+    #[test]
+    fn token_prompts_key_on_their_beginning_not_their_first_token() {
+        assert_ne!(
+            key(r#"{"prompt":[1,15,16]}"#),
+            key(r#"{"prompt":[1,17,18]}"#)
+        );
+        let long: Vec<String> = (0..PREFIX_BYTES).map(|i| (i % 10).to_string()).collect();
+        let a = format!(r#"{{"prompt":[{}]}}"#, long.join(","));
+        let b = format!(r#"{{"prompt":[{},7,7]}}"#, long.join(","));
+        assert_eq!(key(&a), key(&b));
     }
 
     #[test]

@@ -72,7 +72,9 @@ pub async fn served_model(
     let name = deployment
         .reported_model
         .get_or_try_init(|| async {
-            let index = pick(deployment, &[], None).or((!deployment.replicas.is_empty()).then_some(0));
+            // Never a replica that has not passed a check (any other, even unhealthy, may answer).
+            let first_ready = deployment.replicas.iter().position(|r| !r.state.is_joining());
+            let index = pick(deployment, &[], None).or(first_ready);
             let Some(replica) = index.and_then(|i| deployment.replicas.get(i)) else {
                 return Err(ApiError::no_ready_replica(format!(
                     "deployment '{}' of model '{}' has no replica to ask its model name; set served_model for it",

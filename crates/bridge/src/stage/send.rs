@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, Response, StatusCode};
 
+use super::affinity::replica_index;
 use super::exchange::Exchange;
 use super::pick::{park, pick};
 use crate::body::ReqBody;
@@ -51,17 +52,25 @@ pub async fn send(
         }
         None => None,
     };
-    deployment.retry_budget.record_request();
-    let deadline = deployment
-        .total_timeout
-        .map(|t| tokio::time::Instant::now() + t);
+    // A request that moved to a newer generation was counted, and keeps its clocks.
+    if ex.clocks.is_none() {
+        deployment.retry_budget.record_request();
+    }
+    // The total deadline, and until when the request may park for a deployment that is waking.
+    let (deadline, wake_until) = *ex.clocks.get_or_insert_with(|| {
+        let now = tokio::time::Instant::now();
+        let deadline = deployment.total_timeout.map(|t| now + t);
+        (deadline, deployment.wake.as_ref().map(|w| now + w.timeout))
+    });
     let mut tried: Vec<usize> = Vec::new();
     let mut next = Some((headers, body));
-    // Parking: until when a request may wait for a deployment that is waking.
-    let wake_until = deployment
-        .wake
-        .as_ref()
-        .map(|w| tokio::time::Instant::now() + w.timeout);
+    // Replicas that may be tried at all (a joining one may not).
+    let ready = deployment
+        .replicas
+        .iter()
+        .filter(|r| !r.state.is_joining())
+        .count();
+    let mut last_error = None;
     loop {
         // A request for a response held by one replica goes there, and nowhere else.
         let picked = match ex.pinned {
@@ -70,7 +79,10 @@ pub async fn send(
         };
         let Some(index) = picked else {
             if !tried.is_empty() {
-                return Err(ApiError::internal("no replica left to try"));
+                return Err(last_error.map_or_else(
+                    || ApiError::internal("no replica left to try"),
+                    |e| naming(deployment, e),
+                ));
             }
             // No replica may take it: none was discovered, or none passed a check yet.
             let Some(until) = wake_until else {
@@ -98,7 +110,7 @@ pub async fn send(
         // Keep a copy only when another attempt is possible (the body parts are shared buffers).
         let retry_possible = ex.pinned.is_none()
             && tried.len() < deployment.max_retries as usize
-            && tried.len() + 1 < deployment.replicas.len();
+            && tried.len() + 1 < ready;
         if retry_possible || wake_until.is_some() {
             next = Some((headers.clone(), body.clone()));
         }
@@ -176,6 +188,7 @@ pub async fn send(
                     deployment.stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(replica = %replica.base, error = %error.message, "retrying on another replica");
                     tried.push(index);
+                    last_error = Some(error);
                 } else if let (true, Some(until)) = (error.retry_safe, wake_until) {
                     // No replica reachable yet: park until one may be, then start over.
                     if let Some(newer) = parked(upstream, deployment, until, record).await? {
@@ -218,6 +231,18 @@ async fn resend(
     next: Option<(HeaderMap, ReqBody)>,
     newer: Arc<Deployment>,
 ) -> Result<Response<EngineBody>, ApiError> {
+    // A request for a response held by one replica follows that replica into the new list.
+    if let Some(index) = ex.pinned {
+        let base = ex.deployment.as_ref().and_then(|d| d.replicas.get(index));
+        ex.pinned = base.and_then(|r| replica_index(&newer, &r.base));
+        if ex.pinned.is_none() {
+            return Err(ApiError::bad_gateway(format!(
+                "the replica of deployment '{}' of model '{}' that holds the response this \
+                 request needs is gone",
+                newer.id, newer.model_id
+            )));
+        }
+    }
     ex.record.set_deployment(newer.clone());
     ex.deployment = Some(newer);
     let (headers, body) = next.unwrap_or_default();

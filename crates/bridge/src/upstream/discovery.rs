@@ -34,9 +34,10 @@ pub async fn discover_forever(live: Arc<Live>) {
     let mut discovery = Discovery::default();
     let mut changed = live.subscribe();
     loop {
-        let wait = discovery.round(&live).await;
-        // A new table may name new names: look at once.
+        // A table installed while this round runs (a reload naming new names) is looked at
+        // as soon as the round ends.
         changed.borrow_and_update();
+        let wait = discovery.round(&live).await;
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             result = changed.changed() => {
@@ -58,6 +59,8 @@ pub async fn discover_once(live: &Live) {
 struct Discovery {
     resolver: Option<(Vec<SocketAddr>, TokioResolver)>,
     failing: BTreeSet<String>,
+    /// The last reason a new table was refused (said once, until it changes).
+    refused: Option<String>,
 }
 
 impl Discovery {
@@ -135,8 +138,15 @@ impl Discovery {
                     tracing::info!(name = %name, addresses = ?addresses, "DNS name's addresses changed");
                 }
             }
-            if let Err(e) = live.rediscover(next).await {
-                tracing::error!("discovered replicas not installed: {e}");
+            match live.rediscover(next).await {
+                Ok(()) => self.refused = None,
+                Err(e) if self.refused.as_deref() != Some(&e.to_string()) => {
+                    tracing::error!(
+                        "discovered replicas not installed (tried again each round): {e}"
+                    );
+                    self.refused = Some(e.to_string());
+                }
+                Err(_) => {}
             }
         }
         wait.max(MIN_REFRESH)

@@ -88,6 +88,33 @@ async fn check_replica(pool: Pool, deployment: Arc<Deployment>, index: usize) {
     }
 }
 
+/// Checks every joining replica of `registry` once: discovered replicas that are ready serve
+/// from Bridge's first request.
+pub async fn check_joining(registry: &Registry) {
+    let pool = Pool::default();
+    let mut checks = Vec::new();
+    for model in registry.models.values() {
+        for deployment in model.deployments.values() {
+            let Some(check) = &deployment.health else {
+                continue;
+            };
+            for replica in deployment.replicas.iter().filter(|r| r.state.is_joining()) {
+                let Some(uri) = replica.health_uri.clone() else {
+                    continue;
+                };
+                let pool = &pool;
+                checks.push(async move {
+                    let passed = probe(pool, uri, check.interval.min(PROBE_TIMEOUT)).await;
+                    replica
+                        .state
+                        .record_check(passed, check.healthy_after, check.unhealthy_after);
+                });
+            }
+        }
+    }
+    futures_util::future::join_all(checks).await;
+}
+
 async fn probe(pool: &Pool, uri: http::Uri, timeout: Duration) -> bool {
     let mut request = Request::new(ReqBody::empty());
     *request.uri_mut() = uri;
