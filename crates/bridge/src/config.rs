@@ -5,7 +5,8 @@
 //! - [`validate`]: the file into a [`registry::Registry`], with errors naming the field.
 //! - [`registry`]: the routing table requests are served against; [`endpoint`]: the routes.
 //! - [`response_ids`]: which replica made which stored response (Responses API).
-//! - [`replicas`]: DNS discovery of replicas, and the balancing choice.
+//! - [`replicas`]: DNS discovery of replicas, and the balancing choice; [`discovered`]: the
+//!   addresses found made replicas of each new table.
 //! - [`keys`]: client keys, kept as digests. [`quota`]: the limits of keys and models.
 //! - [`traces`]: `[tracing]`, where spans are exported.
 //! - [`state`]: replica load, health and limits.
@@ -13,6 +14,7 @@
 //! - [`live`]: the table in force, swapped atomically on reload.
 
 pub mod defaults;
+pub mod discovered;
 pub mod endpoint;
 pub mod file;
 pub mod keys;

@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::fleet::Fleet;
 use crate::headers::REQUEST_ID;
 use crate::observe::metrics;
+use crate::observe::spans::Trace;
 use crate::observe::trace::Traces;
 use crate::proxy::forward;
 use crate::relay::ResBody;
@@ -209,10 +210,7 @@ where
         Some(Route::Forward(endpoint, model_id, response_id))
             if endpoint.methods().split(", ").any(|m| m == method.as_str()) =>
         {
-            let trace = state
-                .traces
-                .as_ref()
-                .and_then(|t| t.start(request.headers()));
+            let trace = (state.traces.as_ref()).and_then(|t| Trace::start(t, request.headers()));
             let mut ex = Exchange::new(
                 registry,
                 request_id.clone(),

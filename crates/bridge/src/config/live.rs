@@ -13,9 +13,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::discovered::apply;
 use super::file::Config;
 use super::registry::Registry;
-use super::replicas::{apply, Addresses};
+use super::replicas::Addresses;
 use crate::error::ApiError;
 
 /// How often the config file is looked at for changes.

@@ -217,6 +217,7 @@ impl Drop for Record {
                 status: self.status,
                 tokens: self.tokens,
                 first_event: self.first_event,
+                cancelled,
             });
         }
         let (prompt_tokens, completion_tokens) = self.tokens.unzip();

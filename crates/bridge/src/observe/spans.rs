@@ -84,19 +84,18 @@ pub struct Ending<'a> {
     pub tokens: Option<(u64, u64)>,
     /// The first stream event.
     pub first_event: Option<Instant>,
+    /// The client left before its answer was complete.
+    pub cancelled: bool,
 }
 
 impl Trace {
-    /// A traced request in `trace_id`, under `parent`, with ids for its request and engine
-    /// spans.
-    pub(super) fn new(
-        traces: Arc<Traces>,
-        trace_id: TraceId,
-        parent: SpanContext,
-        [root, engine]: [SpanId; 2],
-    ) -> Self {
-        Trace {
-            traces,
+    /// The trace of a request that arrived with `headers`, when it is to be traced (see
+    /// [`Traces::sampled`]).
+    pub fn start(traces: &Arc<Traces>, headers: &http::HeaderMap) -> Option<Box<Trace>> {
+        let (trace_id, parent) = traces.sampled(headers)?;
+        let (root, engine) = (traces.span_id(), traces.span_id());
+        Some(Box::new(Trace {
+            traces: traces.clone(),
             trace_id,
             parent,
             root,
@@ -112,7 +111,7 @@ impl Trace {
             head: None,
             attempts: 0,
             retries: Vec::new(),
-        }
+        }))
     }
 
     /// The `traceparent` for the engine: this trace, the engine span as parent, sampled.
@@ -222,7 +221,7 @@ impl Trace {
         if failed {
             attributes.push(KeyValue::new("error.type", end.status.to_string()));
         }
-        if end.status == super::record::CLIENT_CLOSED {
+        if end.cancelled {
             attributes.push(KeyValue::new("bridge.cancelled", true));
         }
         let parent = if self.parent.is_valid() {
@@ -340,5 +339,35 @@ fn operation(route: &'static str) -> (&'static str, &'static str) {
         "completions" => ("text_completion", "openai"),
         "embeddings" => ("embeddings", "openai"),
         _ => (route, "openai"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::traces::TraceSettings;
+
+    #[test]
+    fn the_engine_gets_bridges_engine_span_as_parent() {
+        let settings = TraceSettings {
+            traces_url: "http://127.0.0.1:9/v1/traces".into(),
+            sample_ratio: 0.0,
+            service_name: "test".into(),
+        };
+        let traces = Arc::new(Traces::new(&settings).unwrap());
+        let mut headers = http::HeaderMap::new();
+        let trace = "0af7651916cd43dd8448eb211c80319c";
+        let caller = format!("00-{trace}-b7ad6b7169203331-01");
+        headers.insert("traceparent", caller.parse().unwrap());
+        let traced = Trace::start(&traces, &headers).expect("a sampled caller is traced");
+        let sent = traced.traceparent().unwrap();
+        let sent = sent.to_str().unwrap();
+        assert_eq!(sent.len(), 55);
+        assert!(sent.starts_with(&format!("00-{trace}-")) && sent.ends_with("-01"));
+        assert!(
+            !sent.contains("b7ad6b7169203331"),
+            "the engine's parent is Bridge's span"
+        );
+        assert_eq!(&sent[36..52], format!("{:016x}", traced.engine));
     }
 }

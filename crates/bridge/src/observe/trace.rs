@@ -4,8 +4,8 @@
 //! whether a request is traced, as OpenTelemetry's parent-based sampler does (a caller's
 //! sampled `traceparent` is kept, an unsampled one is not, a root request is kept at
 //! `sample_ratio` by its trace id, the same decision every instance makes). An untraced request
-//! carries nothing and costs the `traceparent` look-up. A traced one carries a
-//! [`Trace`](super::spans::Trace) whose spans are built from timestamps once the answer is
+//! carries nothing and costs the `traceparent` look-up. A traced one carries a `Trace`
+//! (`observe::spans`) whose spans are built from timestamps once the answer is
 //! over, so nothing on the request path waits on telemetry.
 //!
 //! Spans go to the SDK's batch processor, which exports them from a thread of its own over
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanKind, TraceContextExt};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceId};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -33,7 +33,6 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::Resource;
 
-use super::spans::Trace;
 use crate::config::defaults::{DEFAULT_TRACE_EXPORT_TIMEOUT_MS, DEFAULT_TRACE_QUEUE};
 use crate::config::traces::TraceSettings;
 
@@ -60,7 +59,7 @@ pub struct Traces {
     propagator: TraceContextPropagator,
     ids: RandomIdGenerator,
     /// Bridge's instrumentation scope, on every span.
-    pub(super) scope: InstrumentationScope,
+    pub scope: InstrumentationScope,
     /// What became of the spans.
     pub counts: Arc<TraceCounts>,
 }
@@ -111,8 +110,9 @@ impl Traces {
         })
     }
 
-    /// A trace for a request that arrived with `headers`, when it is to be traced.
-    pub fn start(self: &Arc<Self>, headers: &HeaderMap) -> Option<Box<Trace>> {
+    /// The trace a request that arrived with `headers` joins (its id, and the caller's span:
+    /// invalid for a root request), when the request is to be traced.
+    pub fn sampled(&self, headers: &HeaderMap) -> Option<(TraceId, SpanContext)> {
         let parent = self.propagator.extract(&HeaderExtractor(headers));
         let remote = parent.span().span_context().clone();
         let trace_id = if remote.is_valid() {
@@ -124,24 +124,17 @@ impl Traces {
             .sampler
             .should_sample(Some(&parent), trace_id, "", &SpanKind::Server, &[], &[])
             .decision;
-        (decision == SamplingDecision::RecordAndSample).then(|| {
-            Box::new(Trace::new(
-                self.clone(),
-                trace_id,
-                remote,
-                [self.ids.new_span_id(), self.ids.new_span_id()],
-            ))
-        })
+        (decision == SamplingDecision::RecordAndSample).then_some((trace_id, remote))
     }
 
     /// A new span id, for the spans a trace makes as it ends.
-    pub(super) fn span_id(&self) -> opentelemetry::trace::SpanId {
+    pub fn span_id(&self) -> opentelemetry::trace::SpanId {
         self.ids.new_span_id()
     }
 
     /// Hands finished spans to the batch processor, or counts them dropped when its queue is
     /// full.
-    pub(super) fn export(&self, spans: Vec<SpanData>) {
+    pub fn export(&self, spans: Vec<SpanData>) {
         let counts = &self.counts;
         let queued = counts.queued.fetch_add(spans.len(), Ordering::Relaxed);
         if queued + spans.len() > DEFAULT_TRACE_QUEUE {
@@ -270,34 +263,31 @@ mod tests {
     fn the_callers_decision_is_kept() {
         let none = traces(0.0);
         let sampled = with_parent(&format!("00-{TRACE}-b7ad6b7169203331-01"));
-        let trace = none
-            .start(&sampled)
+        let (trace_id, parent) = none
+            .sampled(&sampled)
             .expect("a sampled caller is traced at ratio 0");
-        let parent = trace.traceparent().unwrap();
-        let parent = parent.to_str().unwrap();
-        assert!(parent.starts_with(&format!("00-{TRACE}-")) && parent.ends_with("-01"));
-        assert!(
-            !parent.contains("b7ad6b7169203331"),
-            "the engine's parent is Bridge's span"
-        );
+        assert_eq!(format!("{trace_id:032x}"), TRACE);
+        assert_eq!(format!("{:016x}", parent.span_id()), "b7ad6b7169203331");
+        assert!(parent.is_remote());
 
         let all = traces(1.0);
         let unsampled = with_parent(&format!("00-{TRACE}-b7ad6b7169203331-00"));
         assert!(
-            all.start(&unsampled).is_none(),
+            all.sampled(&unsampled).is_none(),
             "an unsampled caller is not traced"
         );
     }
 
     #[test]
     fn root_requests_follow_the_ratio() {
-        assert!(traces(0.0).start(&HeaderMap::new()).is_none());
-        assert!(traces(1.0).start(&HeaderMap::new()).is_some());
+        assert!(traces(0.0).sampled(&HeaderMap::new()).is_none());
+        assert!(traces(1.0).sampled(&HeaderMap::new()).is_some());
         // Malformed context is no context: a root request.
-        assert!(traces(1.0).start(&with_parent("00-zz-yy-01")).is_some());
+        let (_, parent) = traces(1.0).sampled(&with_parent("00-zz-yy-01")).unwrap();
+        assert!(!parent.is_valid());
         let half = traces(0.5);
         let kept = (0..2000)
-            .filter(|_| half.start(&HeaderMap::new()).is_some())
+            .filter(|_| half.sampled(&HeaderMap::new()).is_some())
             .count();
         assert!((800..1200).contains(&kept), "{kept} of 2000 kept at 0.5");
     }
