@@ -80,7 +80,8 @@ enum Command {
 
 /// mimalloc instead of glibc's malloc: after a burst of streams glibc kept the peak (its arenas
 /// return memory only from their tops), and each burst ratcheted it up; mimalloc purges freed
-/// pages shortly after they empty. Measured with the soak in BENCHMARKS.md.
+/// pages shortly after they empty (built without transparent huge pages, which made both the
+/// idle RSS and the memory per stream larger). Measured with the soak in BENCHMARKS.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
