@@ -173,7 +173,8 @@ impl Trace {
     }
 
     /// Builds the spans and hands them to the exporter.
-    pub fn finish(self: Box<Self>, end: Ending<'_>) {
+    pub fn finish(mut self: Box<Self>, end: Ending<'_>) {
+        let retries = std::mem::take(&mut self.retries);
         let now = Instant::now();
         let mut spans = Vec::with_capacity(3 + self.stages.len() + self.engine_stages.len());
         let failed = end.status >= 500;
@@ -253,7 +254,7 @@ impl Trace {
                 }
             }
             let mut events = SpanEvents::default();
-            events.events = self.retries.clone();
+            events.events = retries;
             spans.push(SpanData {
                 attributes,
                 events,

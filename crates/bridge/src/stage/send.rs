@@ -64,12 +64,12 @@ pub async fn send(
     });
     let mut tried: Vec<usize> = Vec::new();
     let mut next = Some((headers, body));
-    // Replicas that may be tried at all (a joining one may not).
-    let ready = deployment
-        .replicas
-        .iter()
-        .filter(|r| !r.state.is_joining())
-        .count();
+    // Replicas that may be tried at all (a joining one may not): counted only when a retry is
+    // otherwise possible, so a one-replica deployment never counts.
+    let ready = || {
+        let replicas = deployment.replicas.iter();
+        replicas.filter(|r| !r.state.is_joining()).count()
+    };
     let mut last_error = None;
     loop {
         // A request for a response held by one replica goes there, and nowhere else.
@@ -110,7 +110,8 @@ pub async fn send(
         // Keep a copy only when another attempt is possible (the body parts are shared buffers).
         let retry_possible = ex.pinned.is_none()
             && tried.len() < deployment.max_retries as usize
-            && tried.len() + 1 < ready;
+            && tried.len() + 1 < deployment.replicas.len()
+            && tried.len() + 1 < ready();
         if retry_possible || wake_until.is_some() {
             next = Some((headers.clone(), body.clone()));
         }
