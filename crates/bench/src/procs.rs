@@ -55,18 +55,32 @@ pub fn bridge_binary() -> Result<PathBuf> {
     }
 }
 
-/// Starts `bridge ARGS`, which prints `listening on http://ADDR` once ready.
-async fn start_bridge_process(name: &'static str, args: &[&str]) -> Result<Server> {
+/// Starts `bridge ARGS`, which prints `listening on http://ADDR` once ready. With `log`, its
+/// log (stderr) goes to that file at the default level, request log included, as an operator
+/// runs it; without, only warnings reach the terminal (the engine).
+async fn start_bridge_process(
+    name: &'static str,
+    args: &[&str],
+    log: Option<&Path>,
+) -> Result<Server> {
     let mut command = Command::new(bridge_binary()?);
+    match log {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            command.env_remove("RUST_LOG").stderr(file);
+        }
+        None => {
+            command.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+        }
+    }
     if name == "engine" {
         // Runtime settings given for the experiment apply to Bridge, never to the engine.
         command.env_remove("TOKIO_WORKER_THREADS");
     }
     let mut child = command
         .args(args)
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
@@ -90,6 +104,7 @@ pub async fn start_engine() -> Result<Server> {
     start_bridge_process(
         "engine",
         &["simulate", "--listen", "127.0.0.1:0", "--model", "bench"],
+        None,
     )
     .await
 }
@@ -117,6 +132,7 @@ pub async fn start_bridge_with(
     start_bridge_process(
         name,
         &["serve", "--listen", "127.0.0.1:0", "--config", &path],
+        Some(&dir.join(format!("{name}.log"))),
     )
     .await
 }

@@ -103,22 +103,21 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(bridge::observe::log::start());
+    let ansi = std::io::stderr().is_terminal();
     match format {
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(ansi).init(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    bridge::observe::request_log::enable(format, ansi);
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bridge: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    // Log lines still buffered go out before the process does, and before its last word.
+    bridge::observe::log::flush();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("bridge: {message}");

@@ -153,7 +153,7 @@ where
             ex.record.admitted(admission);
         }
     }
-    tracing::debug!(key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarding");
+    tracing::debug!(request_id = %String::from_utf8_lossy(ex.request_id.as_bytes()), key = caller.name(), model = %deployment.model_id, deployment = %deployment.id, "forwarding");
     let api = deployment.api;
     // The engine kind: the one place that decides it.
     match api {

@@ -246,6 +246,13 @@ impl Collector for Scrape {
             MetricType::Gauge,
         )?;
         gauge(family, i64::from(self.2))?;
+        let family = encoder.encode_descriptor(
+            "bridge_log_lines_dropped",
+            "Log lines dropped because stderr did not take them as fast as they came (more than 4 MiB waiting)",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(family, crate::observe::log::dropped())?;
         let failures = registry
             .dns_status
             .failures

@@ -17,6 +17,7 @@ use crate::config::registry::{Deployment, Registry};
 use crate::config::stats::Stats;
 use crate::error::UpstreamFailure;
 use crate::fleet::Admission;
+use crate::observe::request_log::{self, Line};
 use crate::observe::spans::{Ending, Trace};
 
 /// Status logged and counted for a request whose client left before any answer (nginx's 499).
@@ -220,22 +221,38 @@ impl Drop for Record {
                 cancelled,
             });
         }
-        let (prompt_tokens, completion_tokens) = self.tokens.unzip();
-        tracing::info!(
-            target: "bridge::request",
-            request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
-            route = crate::config::stats::ROUTES[self.route],
+        let line = Line {
+            request_id: self.request_id.as_bytes(),
+            route: crate::config::stats::ROUTES[self.route],
             key,
-            model = deployment.map_or("-", |d| d.model_id.as_str()),
-            deployment = deployment.map_or("-", |d| d.id.as_str()),
+            model: deployment.map_or("-", |d| d.model_id.as_str()),
+            deployment: deployment.map_or("-", |d| d.id.as_str()),
             replica,
-            status = self.status,
-            duration_ms = duration.as_secs_f64() * 1000.0,
-            ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0),
-            prompt_tokens,
-            completion_tokens,
+            status: self.status,
+            duration,
+            ttft,
+            tokens: self.tokens,
             cancelled,
-            "request finished"
-        );
+        };
+        if !request_log::write(&line) {
+            // No line writer installed (a library user's own subscriber): an ordinary event.
+            let (prompt_tokens, completion_tokens) = self.tokens.unzip();
+            tracing::info!(
+                target: "bridge::request",
+                request_id = %String::from_utf8_lossy(line.request_id),
+                route = line.route,
+                key,
+                model = line.model,
+                deployment = line.deployment,
+                replica,
+                status = self.status,
+                duration_ms = duration.as_secs_f64() * 1000.0,
+                ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0),
+                prompt_tokens,
+                completion_tokens,
+                cancelled,
+                "request finished"
+            );
+        }
     }
 }

@@ -152,7 +152,7 @@ pub async fn send(
                 if let Some(error) = refused_status(response.status()) {
                     // Never relayed: the connection is dropped with the answer.
                     note_failure(deployment, index);
-                    tracing::warn!(model = %deployment.model_id, deployment = %deployment.id, replica = %replica.base, status = %response.status(), "engine answered a status Bridge never relays");
+                    tracing::warn!(request_id = %String::from_utf8_lossy(ex.request_id.as_bytes()), model = %deployment.model_id, deployment = %deployment.id, replica = %replica.base, status = %response.status(), "engine answered a status Bridge never relays");
                     return Err(naming(deployment, error));
                 }
                 response.body_mut().limit(deployment.idle_timeout, deadline);
@@ -187,7 +187,7 @@ pub async fn send(
                 note_failure(deployment, index);
                 if error.retry_safe && retry_possible && deployment.retry_budget.try_retry() {
                     deployment.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(replica = %replica.base, error = %error.message, "retrying on another replica");
+                    tracing::info!(request_id = %String::from_utf8_lossy(ex.request_id.as_bytes()), replica = %replica.base, error = %error.message, "retrying on another replica");
                     tried.push(index);
                     last_error = Some(error);
                 } else if let (true, Some(until)) = (error.retry_safe, wake_until) {
@@ -199,7 +199,7 @@ pub async fn send(
                     tried.clear();
                 } else {
                     // The address is for the operator's log; the client learns which deployment.
-                    tracing::warn!(model = %deployment.model_id, deployment = %deployment.id, replica = %replica.base, error = %error.message, "engine request failed");
+                    tracing::warn!(request_id = %String::from_utf8_lossy(ex.request_id.as_bytes()), model = %deployment.model_id, deployment = %deployment.id, replica = %replica.base, error = %error.message, "engine request failed");
                     return Err(naming(deployment, error));
                 }
             }
