@@ -45,6 +45,11 @@ impl ReqBody {
         self.remaining == 0
     }
 
+    /// The parts, in order (written to the engine with vectored I/O, never joined).
+    pub fn parts(&self) -> impl Iterator<Item = &Bytes> {
+        self.parts.iter()
+    }
+
     /// The parts joined into one buffer (a copy; for tests and adapters, not the proxy path).
     pub fn to_bytes(&self) -> Bytes {
         let mut out = Vec::with_capacity(self.remaining as usize);

@@ -15,7 +15,8 @@ use http::{Method, Request, Response, Uri};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
-use super::pool::{Pool, PooledBody, SendError};
+use super::conn::PooledBody;
+use super::pool::{Pool, SendError};
 use crate::body::ReqBody;
 use crate::error::ApiError;
 use crate::error::UpstreamFailure;

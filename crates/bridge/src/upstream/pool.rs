@@ -5,24 +5,20 @@
 //! dropped early (the client went away) drops the connection, which is how the engine learns to
 //! stop generating. Idle connections older than [`POOL_IDLE`] are never reused: vLLM (uvicorn)
 //! closes keep-alive connections after 5 s, and a request written onto a connection the engine
-//! is closing is the classic source of spurious 502s. Should it happen anyway, hyper hands back a
-//! request it could not write, and only such a request is retried, on a fresh connection.
+//! is closing is the classic source of spurious 502s. Should it happen anyway, a request that
+//! could not be written on a pooled connection is tried again on another, and at last a fresh one.
+//! The connections and their HTTP/1.1 are Bridge's own ([`super::conn`], [`super::wire`]).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::Authority;
-use http::{header, HeaderValue, Request, Response, Uri};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{header, HeaderValue, Request, Response};
 use tokio::net::TcpStream;
 
+use super::conn::{self, Conn, HeadError, PooledBody};
+use super::wire::encode_head;
 use crate::body::ReqBody;
 
 /// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
@@ -53,13 +49,14 @@ pub enum SendError {
 }
 
 struct Idle {
-    sender: SendRequest<ReqBody>,
+    conn: Box<Conn>,
     since: Instant,
 }
 
 #[derive(Default)]
 struct Inner {
-    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    /// By the replica's `host:port`.
+    idle: Mutex<HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>>,
 }
 
 /// On a response that came over a connection opened for it: how long connecting took.
@@ -86,62 +83,69 @@ impl Pool {
         mut request: Request<ReqBody>,
         connect_timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
-        let uri = request.uri().clone();
-        let authority = uri
+        let authority = request
+            .uri()
             .authority()
             .cloned()
             .ok_or_else(|| SendError::Connect("no host".into()))?;
         // HTTP/1.1 to an origin server: origin-form target and an explicit Host.
-        *request.uri_mut() = uri
-            .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             request.headers_mut().insert(header::HOST, host);
         }
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut head = Vec::with_capacity(512);
+        encode_head(
+            &mut head,
+            request.method(),
+            target,
+            request.headers(),
+            request.body().len(),
+        );
         for attempt in 0..=MAX_STALE_TRIES {
-            let (mut sender, reused, opened) = match self.checkout(&authority).await {
-                Some(sender) if attempt < MAX_STALE_TRIES => (sender, true, None),
+            let (mut conn, reused, opened) = match self.checkout(&authority) {
+                Some(conn) if attempt < MAX_STALE_TRIES => (conn, true, None),
                 _ => {
                     let start = Instant::now();
-                    let sender = connect(&authority, connect_timeout).await?;
-                    (sender, false, Some(Connected(start.elapsed())))
+                    let conn = connect(&authority, connect_timeout).await?;
+                    (conn, false, Some(Connected(start.elapsed())))
                 }
             };
             let sent_at = Instant::now();
-            match sender.try_send_request(request).await {
-                Ok(mut response) => {
+            if let Err(e) = conn.write_request(&head, request.body()).await {
+                if reused {
+                    // The pooled connection had gone stale; the engine cannot have acted on a
+                    // request it did not wholly receive. Another connection takes it.
+                    continue;
+                }
+                return Err(SendError::NotSent(e.to_string()));
+            }
+            match conn.read_head(request.method()).await {
+                Ok(head) => {
+                    let giver = GiveBack {
+                        pool: Arc::downgrade(&self.inner),
+                        authority,
+                    };
+                    let mut response = conn::response(conn, head, giver);
                     if let Some(opened) = opened {
                         // Only new connections pay for the extension map (traces read it).
                         response.extensions_mut().insert(opened);
                     }
-                    let giver = GiveBack {
-                        pool: Arc::downgrade(&self.inner),
-                        authority,
-                        sender,
-                    };
-                    return Ok(response.map(|body| PooledBody {
-                        inner: body,
-                        give_back: Some(giver),
-                    }));
+                    return Ok(response);
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the pooled connection had gone stale. Safe to retry.
-                    Some(unsent) if reused => request = unsent,
-                    Some(_) => return Err(SendError::NotSent(innermost(e.error()))),
-                    // A kept-alive connection the engine closed as the request went out: the
-                    // close raced the request, no answer began, and it came too soon for the
-                    // engine to have worked on it. Treated like an unwritten request.
-                    None if reused
-                        && e.error().is_incomplete_message()
-                        && sent_at.elapsed() < STALE_CLOSE_WINDOW =>
-                    {
-                        return Err(SendError::NotSent(format!(
-                            "a kept-alive connection was closed as the request was sent: {}",
-                            innermost(e.error())
-                        )))
-                    }
-                    None => return Err(SendError::Closed(innermost(e.error()))),
-                },
+                // A kept-alive connection the engine closed as the request went out: the close
+                // raced the request, no answer began, and it came too soon for the engine to
+                // have worked on it. Treated like an unwritten request.
+                Err(HeadError::ClosedEmpty) if reused && sent_at.elapsed() < STALE_CLOSE_WINDOW => {
+                    return Err(SendError::NotSent(
+                        "a kept-alive connection was closed as the request was sent".into(),
+                    ))
+                }
+                Err(HeadError::ClosedEmpty) => {
+                    return Err(SendError::Closed(
+                        "the connection was closed before any response".into(),
+                    ))
+                }
+                Err(HeadError::Failed(e)) => return Err(SendError::Closed(e)),
             }
         }
         Err(SendError::NotSent("no usable connection".into()))
@@ -149,17 +153,13 @@ impl Pool {
 
     /// Closes idle connections that reached [`POOL_IDLE`], so none outlives it even when no
     /// request comes to check it out (an engine with a long keep-alive timeout would otherwise
-    /// hold them open). Idle lists are in return order, so expired ones are at the front.
+    /// hold them open), and those the engine closed meanwhile (nothing reads an idle one).
     pub fn sweep(&self) {
         let Ok(mut map) = self.inner.idle.lock() else {
             return;
         };
         map.retain(|_, idle| {
-            let expired = idle
-                .iter()
-                .take_while(|c| c.since.elapsed() >= POOL_IDLE)
-                .count();
-            idle.drain(..expired);
+            idle.retain(|c| c.since.elapsed() < POOL_IDLE && c.conn.idle_ok());
             !idle.is_empty()
         });
     }
@@ -174,51 +174,32 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still usable.
-    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<ReqBody>> {
-        loop {
-            let idle = {
-                let mut map = self.inner.idle.lock().ok()?;
-                map.get_mut(authority)?.pop()?
-            };
-            if idle.since.elapsed() >= POOL_IDLE || idle.sender.is_closed() {
-                continue;
-            }
-            let mut sender = idle.sender;
-            // Ready at once unless the connection task is still finishing the last response.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+    fn checkout(&self, authority: &Authority) -> Option<Box<Conn>> {
+        let mut map = self.inner.idle.lock().ok()?;
+        let idle = map.get_mut(authority.as_str())?;
+        while let Some(c) = idle.pop() {
+            if c.since.elapsed() < POOL_IDLE && c.conn.idle_ok() {
+                return Some(c.conn);
             }
         }
+        None
     }
 }
 
-async fn connect(
-    authority: &Authority,
-    timeout: Duration,
-) -> Result<SendRequest<ReqBody>, SendError> {
+async fn connect(authority: &Authority, timeout: Duration) -> Result<Box<Conn>, SendError> {
     let addr = format!(
         "{}:{}",
         authority.host(),
         authority.port_u16().unwrap_or(80)
     );
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
-        Err(_) => {
-            return Err(SendError::Connect(format!(
-                "no connection within {} ms",
-                timeout.as_millis()
-            )))
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| SendError::Connect(innermost(&e)))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+    match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
+        Ok(Ok(stream)) => Ok(Conn::new(stream)),
+        Ok(Err(e)) => Err(SendError::Connect(e.to_string())),
+        Err(_) => Err(SendError::Connect(format!(
+            "no connection within {} ms",
+            timeout.as_millis()
+        ))),
+    }
 }
 
 /// The innermost cause, which is the useful part of hyper's nested errors.
@@ -231,76 +212,31 @@ pub fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Returns a connection to its pool once its response is complete.
-struct GiveBack {
+#[derive(Debug)]
+pub struct GiveBack {
     pool: Weak<Inner>,
     authority: Authority,
-    sender: SendRequest<ReqBody>,
 }
 
 impl GiveBack {
-    fn give_back(self) {
+    /// Puts `conn` back among its replica's idle connections (unless that list is full).
+    pub fn give_back(self, conn: Box<Conn>) {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
         let Ok(mut map) = pool.idle.lock() else {
             return;
         };
-        let idle = map.entry(self.authority).or_default();
-        if idle.len() < POOL_MAX_IDLE_PER_REPLICA {
-            idle.push(Idle {
-                sender: self.sender,
-                since: Instant::now(),
-            });
+        let idle = Idle {
+            conn,
+            since: Instant::now(),
+        };
+        match map.get_mut(self.authority.as_str()) {
+            Some(list) if list.len() < POOL_MAX_IDLE_PER_REPLICA => list.push(idle),
+            Some(_) => {}
+            None => {
+                map.insert(self.authority.as_str().into(), vec![idle]);
+            }
         }
-    }
-}
-
-/// An engine's response body; finishing it returns the connection to the pool, dropping it
-/// early (or [`PooledBody::discard`]) closes the connection.
-pub struct PooledBody {
-    inner: Incoming,
-    give_back: Option<GiveBack>,
-}
-
-impl PooledBody {
-    /// The connection must not be reused (the body will not be read to its end cleanly): it
-    /// closes when the body is dropped.
-    pub fn discard(&mut self) {
-        self.give_back = None;
-    }
-
-    fn give_back(&mut self) {
-        if let Some(giver) = self.give_back.take() {
-            giver.give_back();
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &frame {
-            // Servers stop polling a body of known length once it is all written, so the end
-            // is noticed on the last frame, not only on `None`.
-            None => self.give_back(),
-            Some(Ok(_)) if self.inner.is_end_stream() => self.give_back(),
-            Some(Err(_)) => self.discard(),
-            Some(Ok(_)) => {}
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
