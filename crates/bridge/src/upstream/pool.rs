@@ -202,15 +202,6 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<Box<Conn>, 
     }
 }
 
-/// The innermost cause, which is the useful part of hyper's nested errors.
-pub fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
 /// Returns a connection to its pool once its response is complete.
 #[derive(Debug)]
 pub struct GiveBack {

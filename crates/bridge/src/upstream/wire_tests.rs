@@ -263,3 +263,29 @@ fn bodies_until_close_end_at_the_close() {
     );
     assert_eq!(decode_all(Framing::Empty, b"", 4, false).unwrap(), b"");
 }
+
+#[test]
+fn data_before_broken_framing_is_delivered_however_it_arrives() {
+    // Found by the fuzz target: read at once, the data was dropped with the error after it.
+    for step in [1, 3, 100] {
+        let mut decoder = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::new();
+        let wire = b"2\r\ndaXX";
+        let mut body = Vec::new();
+        let mut fed = 0;
+        let error = loop {
+            match decoder.decode(&mut buf) {
+                Ok(Decoded::Data(d)) => body.extend_from_slice(&d),
+                Ok(Decoded::NeedMore) if fed < wire.len() => {
+                    let end = (fed + step).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(body, b"da", "step {step}");
+        assert_eq!(error, WireError::Invalid("chunk data longer than its size"));
+    }
+}
