@@ -72,6 +72,22 @@ async fn an_engine_switching_protocols_or_redirecting_gets_a_502_never_relayed()
 }
 
 #[tokio::test]
+async fn an_engine_answering_garbage_gets_a_502_that_says_so() {
+    // Bridge reads engines' response heads itself (upstream/wire.rs): a head it cannot read is
+    // a 502 naming the problem, not a closed connection.
+    let garbage = raw_engine(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+    let bridge = Bridge::start(&one_model(&garbage)).await;
+    let reply = post(&bridge.url("/v1/direct/chat/completions"), chat("m")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let message = reply.error()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("invalid response from the engine: malformed response head"),
+        "{message}"
+    );
+    assert!(!message.contains("closed"), "{message}");
+}
+
+#[tokio::test]
 async fn client_errors_name_the_deployment_never_a_replica_address() {
     let dead = closed_port().await;
     let bridge = Bridge::start(&one_model(&dead)).await;

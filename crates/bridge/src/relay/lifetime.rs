@@ -24,7 +24,7 @@ use crate::fleet::Fleet;
 use crate::observe::record::Record;
 use crate::observe::usage::{JsonUsage, Tail};
 use crate::upstream::client::Cut;
-use crate::upstream::conn::PooledBody;
+use crate::upstream::pool::PooledBody;
 
 /// An engine's response body, with the request's lifetime attached.
 pub struct EngineBody {

@@ -15,8 +15,7 @@ use http::{Method, Request, Response, Uri};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
-use super::conn::PooledBody;
-use super::pool::{Pool, SendError};
+use super::pool::{Pool, PooledBody, SendError};
 use crate::body::ReqBody;
 use crate::error::ApiError;
 use crate::error::UpstreamFailure;
@@ -144,6 +143,10 @@ impl Upstream {
                 "the engine closed the connection before answering: {e}"
             ))
             .upstream(UpstreamFailure::Reset)),
+            // The connection is dropped with the bytes: counted as a broken connection.
+            Ok(Err(SendError::Invalid(e))) => {
+                Err(ApiError::bad_gateway(e).upstream(UpstreamFailure::Reset))
+            }
             Err(_) => Err(ApiError::gateway_timeout(format!(
                 "the engine did not answer within {} ms",
                 first_byte.as_millis()

@@ -2,9 +2,10 @@
 //!
 //! A [`Conn`] is a socket and its read buffer, used by one request at a time: the request is
 //! written with one vectored write (head and the body's slices), the head read and parsed, and
-//! the body handed out as [`PooledBody`], which owns the connection until the body ends and
-//! then gives it back to its pool. Nothing runs while a connection is idle; whether the engine
-//! closed it meanwhile is read from the socket's readiness when it is checked out.
+//! the body read by a [`Reading`], which owns the connection until the body ends and then hands
+//! it back if it can carry another request (the pool wraps it: [`super::pool::PooledBody`]).
+//! Nothing runs while a connection is idle; whether the engine closed it meanwhile is read from
+//! the socket's readiness when it is checked out.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
@@ -13,12 +14,11 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Response, Version};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::pool::GiveBack;
-use super::wire::{parse_head, Decoded, Decoder, Framing, Head, Parsed, WireError};
+use super::wire::{parse_head, Decoded, Decoder, Parsed, WireError};
 use crate::body::ReqBody;
 
 /// Reads go into a per-thread buffer of this size and are copied into the connection's own
@@ -26,6 +26,7 @@ use crate::body::ReqBody;
 /// read buffer for as long as the stream lasts, and the space a read may fill is zeroed once per
 /// thread, not per read (safe code: no uninitialized memory).
 const READ_SPACE: usize = 64 << 10;
+
 /// A connection to an engine.
 #[derive(Debug)]
 pub struct Conn {
@@ -38,8 +39,10 @@ pub struct Conn {
 pub enum HeadError {
     /// The engine closed the connection without sending a byte.
     ClosedEmpty,
-    /// Anything else: a reset, a head cut short, bytes that are not HTTP.
-    Failed(String),
+    /// The connection failed: a reset, or a head cut short.
+    Closed(String),
+    /// The engine's bytes are not a response head Bridge reads.
+    Invalid(WireError),
 }
 
 impl Conn {
@@ -54,10 +57,8 @@ impl Conn {
 
     /// Still usable after lying idle: the engine neither closed it nor sent anything. Reads
     /// the readiness tokio already has; a system call only when that readiness may be stale.
+    /// (An idle connection's buffer is empty: only such connections are handed back.)
     pub fn idle_ok(&self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
         match self
             .io
             .poll_read_ready(&mut Context::from_waker(Waker::noop()))
@@ -89,24 +90,39 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads until a final response head (informational ones are skipped).
-    pub async fn read_head(&mut self, method: &Method) -> Result<Head, HeadError> {
+    /// Reads until a final response head (informational ones are skipped), and returns the
+    /// response whose body reads on from this connection.
+    pub async fn read_response(
+        mut self: Box<Self>,
+        method: &Method,
+    ) -> Result<Response<Reading>, HeadError> {
         let mut received = false;
         loop {
             match parse_head(&mut self.buf, method) {
-                Ok(Parsed::Final(head)) => return Ok(head),
+                Ok(Parsed::Final(head)) => {
+                    let body = Reading {
+                        decoder: Decoder::new(head.framing),
+                        keep_alive: head.keep_alive,
+                        conn: Some(self),
+                    };
+                    let mut response = Response::new(body);
+                    *response.status_mut() = head.status;
+                    *response.version_mut() = Version::HTTP_11;
+                    *response.headers_mut() = head.headers;
+                    return Ok(response);
+                }
                 Ok(Parsed::Informational(len)) => {
                     let _ = self.buf.split_to(len);
                     continue;
                 }
                 Ok(Parsed::Partial) => {}
-                Err(e) => return Err(HeadError::Failed(e.to_string())),
+                Err(e) => return Err(HeadError::Invalid(e)),
             }
             match std::future::poll_fn(|cx| self.poll_read_more(cx)).await {
                 Ok(0) if !received => return Err(HeadError::ClosedEmpty),
-                Ok(0) => return Err(HeadError::Failed(WireError::Incomplete.to_string())),
+                Ok(0) => return Err(HeadError::Closed(WireError::Incomplete.to_string())),
                 Ok(_) => received = true,
-                Err(e) => return Err(HeadError::Failed(e.to_string())),
+                Err(e) => return Err(HeadError::Closed(e.to_string())),
             }
         }
     }
@@ -136,118 +152,73 @@ impl Conn {
     }
 }
 
-/// A response read from `conn`, its body delimited as its head says.
-pub fn response(conn: Box<Conn>, head: Head, give_back: GiveBack) -> Response<PooledBody> {
-    let mut body = PooledBody {
-        decoder: Decoder::new(head.framing),
-        exact: match head.framing {
-            Framing::Length(n) => Some(n),
-            Framing::Empty => Some(0),
-            _ => None,
-        },
-        conn: Some(conn),
-        give_back: head.keep_alive.then_some(give_back),
-    };
-    if body.decoder.is_done() {
-        body.finish();
-    }
-    let mut response = Response::new(body);
-    *response.status_mut() = head.status;
-    *response.version_mut() = Version::HTTP_11;
-    *response.headers_mut() = head.headers;
-    response
-}
-
-/// An engine's response body; finishing it returns the connection to the pool, dropping it
-/// early (or [`PooledBody::discard`]) closes the connection, which is how an engine learns
-/// that the client left.
+/// A response body read from its connection.
 #[derive(Debug)]
-pub struct PooledBody {
+pub struct Reading {
+    /// Until the body ends (or fails).
     conn: Option<Box<Conn>>,
     decoder: Decoder,
-    /// The body's length when the head said it.
-    exact: Option<u64>,
-    give_back: Option<GiveBack>,
+    keep_alive: bool,
 }
 
-impl PooledBody {
-    /// The connection must not be reused (the body will not be read to its end cleanly): it
-    /// closes when the body is dropped.
-    pub fn discard(&mut self) {
-        self.give_back = None;
-    }
-
-    /// The body is over: the connection goes back to its pool if it can carry another request.
-    fn finish(&mut self) {
-        let (Some(conn), Some(giver)) = (self.conn.take(), self.give_back.take()) else {
-            return;
-        };
-        // Bytes beyond the body are not an answer to anything: such a connection is closed.
-        if conn.buf.is_empty() {
-            giver.give_back(conn);
+impl Reading {
+    /// The connection, once the body ended cleanly, if it can carry another request: the
+    /// engine did not ask to close it and sent nothing beyond the body.
+    pub fn reusable(&mut self) -> Option<Box<Conn>> {
+        let reusable = self.decoder.is_done()
+            && self.keep_alive
+            && self.conn.as_ref().is_some_and(|c| c.buf.is_empty());
+        if reusable {
+            self.conn.take()
+        } else {
+            None
         }
     }
 
-    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.conn = None;
-        self.give_back = None;
-        Poll::Ready(Some(Err(e)))
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
+    /// The next frame of the body; `None` at its end. The connection is closed (dropped) on an
+    /// error, and after a body delimited by the close.
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         loop {
-            let Some(conn) = this.conn.as_mut() else {
+            let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match this.decoder.decode(&mut conn.buf) {
-                Ok(Decoded::Data(data)) => {
-                    if let Some(left) = this.exact.as_mut() {
-                        *left -= data.len() as u64;
-                    }
-                    // Servers stop polling a body of known length once it is all written, so
-                    // the end is acted on with the last data, not only on `None`.
-                    if this.decoder.is_done() {
-                        this.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Decoded::End) => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
+            match self.decoder.decode(&mut conn.buf) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::End) => return Poll::Ready(None),
                 Ok(Decoded::NeedMore) => {}
-                Err(e) => return this.fail(io::Error::new(io::ErrorKind::InvalidData, e)),
+                Err(e) => return self.fail(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
             match std::task::ready!(conn.poll_read_more(cx)) {
-                Ok(0) => match this.decoder.at_eof() {
+                Ok(0) => match self.decoder.at_eof() {
+                    // Delimited by the close: over, and the connection with it.
                     Ok(_) => {
-                        // Delimited by the close: done, and not reusable.
-                        this.conn = None;
+                        self.conn = None;
                         return Poll::Ready(None);
                     }
-                    Err(e) => return this.fail(io::Error::new(io::ErrorKind::UnexpectedEof, e)),
+                    Err(e) => return self.fail(io::Error::new(io::ErrorKind::UnexpectedEof, e)),
                 },
                 Ok(_) => {}
-                Err(e) => return this.fail(e),
+                Err(e) => return self.fail(e),
             }
         }
     }
 
-    fn is_end_stream(&self) -> bool {
+    fn fail(&mut self, e: io::Error) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// Nothing more will come: the body ended, or failed.
+    pub fn is_end_stream(&self) -> bool {
         self.decoder.is_done() || self.conn.is_none()
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.exact
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    /// Exact while the head gave a length (and at the end).
+    pub fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Length(left) => SizeHint::with_exact(left),
+            Decoder::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }

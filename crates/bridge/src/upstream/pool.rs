@@ -10,14 +10,18 @@
 //! The connections and their HTTP/1.1 are Bridge's own ([`super::conn`], [`super::wire`]).
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::Authority;
-use http::{header, HeaderValue, Request, Response};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use super::conn::{self, Conn, HeadError, PooledBody};
+use super::conn::{Conn, HeadError, Reading};
 use super::wire::encode_head;
 use crate::body::ReqBody;
 
@@ -46,6 +50,8 @@ pub enum SendError {
     NotSent(String),
     /// The connection failed after the request was (maybe) written, before a response arrived.
     Closed(String),
+    /// The engine answered with bytes that are not a response head Bridge reads.
+    Invalid(String),
 }
 
 struct Idle {
@@ -80,7 +86,7 @@ impl Pool {
     /// `connect_timeout`.
     pub async fn send(
         &self,
-        mut request: Request<ReqBody>,
+        request: Request<ReqBody>,
         connect_timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
         let authority = request
@@ -88,16 +94,14 @@ impl Pool {
             .authority()
             .cloned()
             .ok_or_else(|| SendError::Connect("no host".into()))?;
-        // HTTP/1.1 to an origin server: origin-form target and an explicit Host.
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            request.headers_mut().insert(header::HOST, host);
-        }
+        // HTTP/1.1 to an origin server: origin-form target and the authority as `host`.
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let mut head = Vec::with_capacity(512);
         encode_head(
             &mut head,
             request.method(),
             target,
+            authority.as_str(),
             request.headers(),
             request.body().len(),
         );
@@ -119,13 +123,17 @@ impl Pool {
                 }
                 return Err(SendError::NotSent(e.to_string()));
             }
-            match conn.read_head(request.method()).await {
-                Ok(head) => {
-                    let giver = GiveBack {
-                        pool: Arc::downgrade(&self.inner),
-                        authority,
-                    };
-                    let mut response = conn::response(conn, head, giver);
+            match conn.read_response(request.method()).await {
+                Ok(response) => {
+                    let mut response = response.map(|reading| PooledBody {
+                        reading,
+                        give_back: Some(GiveBack {
+                            pool: Arc::downgrade(&self.inner),
+                            authority: authority.clone(),
+                        }),
+                    });
+                    // A body with nothing to read (204, HEAD) ends here.
+                    response.body_mut().give_back_if_done();
                     if let Some(opened) = opened {
                         // Only new connections pay for the extension map (traces read it).
                         response.extensions_mut().insert(opened);
@@ -145,7 +153,8 @@ impl Pool {
                         "the connection was closed before any response".into(),
                     ))
                 }
-                Err(HeadError::Failed(e)) => return Err(SendError::Closed(e)),
+                Err(HeadError::Closed(e)) => return Err(SendError::Closed(e)),
+                Err(HeadError::Invalid(e)) => return Err(SendError::Invalid(e.to_string())),
             }
         }
         Err(SendError::NotSent("no usable connection".into()))
@@ -204,14 +213,14 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<Box<Conn>, 
 
 /// Returns a connection to its pool once its response is complete.
 #[derive(Debug)]
-pub struct GiveBack {
+struct GiveBack {
     pool: Weak<Inner>,
     authority: Authority,
 }
 
 impl GiveBack {
     /// Puts `conn` back among its replica's idle connections (unless that list is full).
-    pub fn give_back(self, conn: Box<Conn>) {
+    fn give_back(self, conn: Box<Conn>) {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
@@ -229,5 +238,55 @@ impl GiveBack {
                 map.insert(self.authority.as_str().into(), vec![idle]);
             }
         }
+    }
+}
+
+/// An engine's response body; finishing it returns the connection to the pool, dropping it
+/// early (or [`PooledBody::discard`]) closes the connection, which is how an engine learns
+/// that the client left.
+#[derive(Debug)]
+pub struct PooledBody {
+    reading: Reading,
+    give_back: Option<GiveBack>,
+}
+
+impl PooledBody {
+    /// The connection must not be reused (the body will not be read to its end cleanly): it
+    /// closes when the body is dropped.
+    pub fn discard(&mut self) {
+        self.give_back = None;
+    }
+
+    fn give_back_if_done(&mut self) {
+        if !self.reading.is_end_stream() {
+            return;
+        }
+        if let (Some(giver), Some(conn)) = (self.give_back.take(), self.reading.reusable()) {
+            giver.give_back(conn);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = std::task::ready!(self.reading.poll_frame(cx));
+        // Servers stop polling a body of known length once it is all written, so the end is
+        // acted on with the last data, not only on `None`.
+        self.give_back_if_done();
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.reading.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.reading.size_hint()
     }
 }

@@ -22,7 +22,7 @@ const MAX_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 << 10;
 
 /// What went wrong on the wire.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 pub enum WireError {
     /// The engine's bytes are not HTTP/1.1 as Bridge reads it.
     #[error("invalid response from the engine: {0}")]
@@ -32,21 +32,27 @@ pub enum WireError {
     Incomplete,
 }
 
-/// Writes the request head: request line, `headers` (which carry `host`), and a
-/// `content-length` when the headers have none and the request has a body (or a method that
-/// expects one).
+/// Writes the request head: request line, `host`, `headers` (any `host` among them is
+/// ignored), and a `content-length` when the headers have none and the request has a body (or
+/// a method that expects one).
 pub fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
+    host: &str,
     headers: &HeaderMap,
     body_len: u64,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
+        if name == header::HOST {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -233,6 +239,10 @@ pub enum Decoder {
     UntilClose,
     /// The body is over.
     Done,
+    /// The framing broke; every later call reports this. (Broken framing found just after
+    /// some data is reported on the call after that data, so that the data is delivered
+    /// however the bytes arrived.)
+    Broken(WireError),
 }
 
 /// What the decoder made of the buffered bytes.
@@ -279,9 +289,7 @@ impl Decoder {
                     _ => Decoder::ChunkData(left),
                 };
                 // Framing that follows the data and is already here is read now, so the body
-                // knows it ended with its last data. Broken framing there is reported by the
-                // next call: the data before it is delivered either way, however the bytes
-                // arrived (the fuzz target's split invariance found this).
+                // knows it ended with its last data; if it is broken, the next call says so.
                 let _ = self.settle(buf);
                 Ok(Decoded::Data(data))
             }
@@ -298,13 +306,22 @@ impl Decoder {
                 *self = Decoder::Done;
                 Ok(Decoded::End)
             }
+            Decoder::Broken(e) => Err(e),
             _ => Err(WireError::Incomplete),
         }
     }
 
     /// Reads the chunked framing between data (size lines, CRLFs, trailers) as far as the
-    /// buffered bytes go, without taking any data.
+    /// buffered bytes go, without taking any data. An error breaks the decoder for good.
     fn settle(&mut self, buf: &mut BytesMut) -> Result<(), WireError> {
+        let settled = self.settle_framing(buf);
+        if let Err(e) = settled {
+            *self = Decoder::Broken(e);
+        }
+        settled
+    }
+
+    fn settle_framing(&mut self, buf: &mut BytesMut) -> Result<(), WireError> {
         loop {
             match *self {
                 Decoder::ChunkSize => {
@@ -342,6 +359,7 @@ impl Decoder {
                         Decoder::Trailers(seen)
                     };
                 }
+                Decoder::Broken(e) => return Err(e),
                 _ => return Ok(()),
             }
         }
