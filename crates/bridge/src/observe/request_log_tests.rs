@@ -50,7 +50,13 @@ fn the_clock_writes_microseconds_and_zulu() {
 #[test]
 fn a_json_line_is_the_formatters_object() {
     let mut out = Vec::new();
-    json(&mut out, NOW, &line(b"req-1", "team"));
+    format_line(
+        &mut out,
+        NOW,
+        &line(b"req-1", "team"),
+        LogFormat::Json,
+        false,
+    );
     assert_eq!(out.last(), Some(&b'\n'));
     let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
@@ -77,7 +83,7 @@ fn a_text_line_reads_like_the_formatters() {
     without.tokens = None;
     without.cancelled = true;
     without.status = 499;
-    text(&mut out, NOW, &without, false);
+    format_line(&mut out, NOW, &without, LogFormat::Text, false);
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "2026-12-03T17:37:33.222023Z  INFO bridge::request: request finished request_id=req-1 \
@@ -92,14 +98,14 @@ fn hostile_values_stay_inside_their_quotes() {
     // line and one JSON object.
     let id = b"a\" b\\c\nd\x01\xc3\xa9";
     let mut out = Vec::new();
-    json(&mut out, NOW, &line(id, "k\"ey"));
+    format_line(&mut out, NOW, &line(id, "k\"ey"), LogFormat::Json, false);
     assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
     let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(value["fields"]["request_id"], "a\" b\\c\nd\u{1}é");
     assert_eq!(value["fields"]["key"], "k\"ey");
 
     let mut out = Vec::new();
-    text(&mut out, NOW, &line(id, "team"), false);
+    format_line(&mut out, NOW, &line(id, "team"), LogFormat::Text, false);
     let text = String::from_utf8(out).unwrap();
     assert!(
         text.contains(r#"request_id="a\" b\\c\nd\u0001é" route="#),
