@@ -238,13 +238,23 @@ mod tests {
     #[test]
     fn a_waiting_writer_is_woken_by_a_line() {
         let sink = std::sync::Arc::new(Sink::new());
-        let waiter = {
+        let (woke, woken) = std::sync::mpsc::channel();
+        {
             let sink = sink.clone();
-            std::thread::spawn(move || sink.wait_for_lines())
-        };
-        // Until the writer waits, the line may arrive first; either way it returns.
-        std::thread::sleep(Duration::from_millis(20));
+            std::thread::spawn(move || woke.send(sink.wait_for_lines()));
+        }
+        // The writer is asleep on the condition variable before the line comes, so only the
+        // append's notification can wake it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !sink.pending.lock().unwrap().waiting {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never waited"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(woken.try_recv().is_err(), "woke with nothing to write");
         sink.append(b"one\n");
-        assert!(waiter.join().unwrap());
+        assert_eq!(woken.recv_timeout(Duration::from_secs(5)), Ok(true));
     }
 }
