@@ -6,6 +6,8 @@
 # llama-server built from the llama-cpp-python sdist, cached under ~/.cache/bridge-engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The suite builds each target once: incremental state would only cost disk (gigabytes).
+export CARGO_INCREMENTAL=0
 
 echo "== format and lints"
 cargo fmt --all -- --check

@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,6 +44,7 @@ function closedPort() {
 
 let url;
 let client;
+let scratch;
 
 before(async () => {
   const engine = await start("simulate", "--listen", "127.0.0.1:0", "--model", "org/llama", "--chunks", "5");
@@ -70,7 +71,8 @@ id = "down"
 replicas = ["http://127.0.0.1:${down}/v1"]
 health_path = ""
 `;
-  const path = join(mkdtempSync(join(tmpdir(), "bridge-node-")), "bridge.toml");
+  scratch = mkdtempSync(join(tmpdir(), "bridge-node-"));
+  const path = join(scratch, "bridge.toml");
   writeFileSync(path, config);
   url = await start("serve", "--config", path);
   // No SDK retries: every test sees exactly the answer Bridge gave.
@@ -79,6 +81,7 @@ health_path = ""
 
 after(() => {
   for (const child of processes) child.kill("SIGTERM");
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
 const route = { baseten: { model_id: "llama" } };

@@ -8,12 +8,24 @@ import os
 import pathlib
 import re
 import select
+import shutil
 import socket
 import subprocess
 import tempfile
 
 import openai
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch():
+    """Every temporary file the suite makes (configs, logs, dnsmasq's hosts file) goes under one
+    directory, removed when the session ends: runs leave nothing behind in /tmp."""
+    root = tempfile.mkdtemp(prefix="bridge-e2e-")
+    tempfile.tempdir = root
+    yield
+    tempfile.tempdir = None
+    shutil.rmtree(root, ignore_errors=True)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BRIDGE = os.environ.get("BRIDGE_BIN", str(ROOT / "target" / "debug" / "bridge"))

@@ -10,6 +10,7 @@ import os
 import pathlib
 import re
 import select
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -17,6 +18,17 @@ import time
 
 import httpx2 as httpx  # the HTTP client the OpenAI SDK itself uses
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch():
+    """Every temporary file the suite makes (configs, logs, dnsmasq's hosts file) goes under one
+    directory, removed when the session ends: runs leave nothing behind in /tmp."""
+    root = tempfile.mkdtemp(prefix="bridge-engine-")
+    tempfile.tempdir = root
+    yield
+    tempfile.tempdir = None
+    shutil.rmtree(root, ignore_errors=True)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BRIDGE = os.environ.get("BRIDGE_BIN", str(ROOT / "target" / "debug" / "bridge"))

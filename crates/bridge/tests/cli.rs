@@ -7,12 +7,15 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bridge");
 
-fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("bridge-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bridge.toml");
+/// `text` as `bridge.toml` in a fresh directory, removed when the returned guard drops.
+fn temp_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("bridge-cli-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("bridge.toml");
     std::fs::write(&path, text).unwrap();
-    path
+    (dir, path)
 }
 
 /// Runs `bridge serve --config path`, which must fail, and returns what it printed on stderr.
@@ -28,9 +31,7 @@ fn failed_serve(path: &std::path::Path) -> String {
 
 #[test]
 fn unknown_config_key_is_an_error_naming_key_file_and_line() {
-    let path = temp_config(
-        "bad",
-        "[server]\nlisten = \"127.0.0.1:0\"\nlisten_port = 9\n",
+    let (_dir, path) = temp_config("[server]\nlisten = \"127.0.0.1:0\"\nlisten_port = 9\n",
     );
     let err = failed_serve(&path);
     assert!(err.contains(&path.display().to_string()), "{err}");
@@ -40,15 +41,13 @@ fn unknown_config_key_is_an_error_naming_key_file_and_line() {
 
 #[test]
 fn invalid_config_values_are_errors_too() {
-    let path = temp_config("invalid", "[[models]]\nid = \"m\"\n");
+    let (_dir, path) = temp_config("[[models]]\nid = \"m\"\n");
     assert!(failed_serve(&path).contains("has no deployments"));
 }
 
 #[test]
 fn listen_flag_overrides_the_config() {
-    let path = temp_config(
-        "listen",
-        "[server]\nlisten = \"127.0.0.1:1\"\n[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\nreplicas = [\"http://127.0.0.1:9/v1\"]\n",
+    let (_dir, path) = temp_config("[server]\nlisten = \"127.0.0.1:1\"\n[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\nreplicas = [\"http://127.0.0.1:9/v1\"]\n",
     );
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
