@@ -31,8 +31,7 @@ fn failed_serve(path: &std::path::Path) -> String {
 
 #[test]
 fn unknown_config_key_is_an_error_naming_key_file_and_line() {
-    let (_dir, path) = temp_config("[server]\nlisten = \"127.0.0.1:0\"\nlisten_port = 9\n",
-    );
+    let (_dir, path) = temp_config("[server]\nlisten = \"127.0.0.1:0\"\nlisten_port = 9\n");
     let err = failed_serve(&path);
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("line 3"), "{err}");
