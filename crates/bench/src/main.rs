@@ -43,6 +43,10 @@ struct Args {
     /// Rounds of the soak (`--only soak`): the same burst again and again.
     #[arg(long, default_value_t = 10)]
     soak_rounds: usize,
+    /// Another build of the `bridge` binary, measured as one more arm ("baseline"), interleaved
+    /// with the others and configured as the "bridge" arm: before/after comparisons in one run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 /// How much of each figure to measure.
@@ -127,7 +131,11 @@ async fn run(args: Args) -> Result<()> {
     let engine = procs::start_engine().await?;
     let bridge = procs::start_bridge(&engine, &dir).await?;
     let nginx = procs::start_nginx(&engine, &dir).await?;
-    let targets = [
+    let baseline = match &args.baseline {
+        Some(binary) => Some(procs::start_baseline(&engine, &dir, binary).await?),
+        None => None,
+    };
+    let mut targets = vec![
         Target {
             arm: "direct",
             addr: engine.addr.clone(),
@@ -144,6 +152,13 @@ async fn run(args: Args) -> Result<()> {
             path: "/v1/chat/completions".into(),
         },
     ];
+    if let Some(baseline) = &baseline {
+        targets.push(Target {
+            arm: "baseline",
+            addr: baseline.addr.clone(),
+            path: "/v1/direct/chat/completions".into(),
+        });
+    }
     let mut results = Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: machine(),
@@ -161,6 +176,13 @@ async fn run(args: Args) -> Result<()> {
         closed_loop(t, small.clone(), 8, Limit::Requests(2000)).await?;
     }
 
+    // The processes whose CPU time an arm costs.
+    let proxy_pids = |arm: &str| match arm {
+        "bridge" => vec![bridge.pid()],
+        "baseline" => baseline.iter().map(|b| b.pid()).collect(),
+        "nginx" => process_tree(nginx.pid()),
+        _ => vec![],
+    };
     let wanted = |figure: &str| args.only.is_empty() || args.only.iter().any(|o| o == figure);
     phase("added latency at concurrency 1");
     let mut c1: Vec<_> = targets.iter().map(|_| (load::histogram(), 0u64)).collect();
@@ -184,11 +206,7 @@ async fn run(args: Args) -> Result<()> {
     phase("throughput sweep");
     for &concurrency in plan.sweep.iter().filter(|_| wanted("sweep")) {
         for t in &targets {
-            let pids = match t.arm {
-                "bridge" => vec![bridge.pid()],
-                "nginx" => process_tree(nginx.pid()),
-                _ => vec![],
-            };
+            let pids = proxy_pids(t.arm);
             let cpu_before = cpu_seconds(&pids);
             let run =
                 closed_loop(t, small.clone(), concurrency, Limit::Time(plan.sweep_time)).await?;
@@ -262,7 +280,10 @@ async fn run(args: Args) -> Result<()> {
                     curve
                 })
             };
+            let pids = proxy_pids(t.arm);
+            let cpu_before = cpu_seconds(&pids);
             let run = paced(t, spec, open).await?;
+            let cpu = (!pids.is_empty()).then(|| cpu_seconds(&pids) - cpu_before);
             sampling.store(false, Ordering::Relaxed);
             let curve = sampler.await.map_err(|e| e.to_string())?;
             if let Some(&(streams, peak)) = curve.iter().max_by_key(|(_, rss)| *rss) {
@@ -282,6 +303,7 @@ async fn run(args: Args) -> Result<()> {
                 stalls: run.stalls,
                 ttfb_p50_us: us(0.5),
                 ttfb_p99_us: us(0.99),
+                cpu_seconds: cpu,
             });
             // Let connections close before the next arm.
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -59,11 +59,12 @@ pub fn bridge_binary() -> Result<PathBuf> {
 /// log (stderr) goes to that file at the default level, request log included, as an operator
 /// runs it; without, only warnings reach the terminal (the engine).
 async fn start_bridge_process(
+    binary: &Path,
     name: &'static str,
     args: &[&str],
     log: Option<&Path>,
 ) -> Result<Server> {
-    let mut command = Command::new(bridge_binary()?);
+    let mut command = Command::new(binary);
     match log {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -102,6 +103,7 @@ async fn start_bridge_process(
 /// The simulated engine (the upstream of every arm).
 pub async fn start_engine() -> Result<Server> {
     start_bridge_process(
+        &bridge_binary()?,
         "engine",
         &["simulate", "--listen", "127.0.0.1:0", "--model", "bench"],
         None,
@@ -114,9 +116,25 @@ pub async fn start_bridge(engine: &Server, dir: &Path) -> Result<Server> {
     start_bridge_with(engine, dir, "bridge", "").await
 }
 
+/// Another build of Bridge (`--baseline`), configured as [`start_bridge`]'s, for comparing
+/// builds interleaved in one run.
+pub async fn start_baseline(engine: &Server, dir: &Path, binary: &Path) -> Result<Server> {
+    start_build(binary, engine, dir, "baseline", "").await
+}
+
 /// Bridge named `name` (its config file too), routing model `bench` to `engine`, with `more`
 /// added to the model's table and the file.
 pub async fn start_bridge_with(
+    engine: &Server,
+    dir: &Path,
+    name: &'static str,
+    more: &str,
+) -> Result<Server> {
+    start_build(&bridge_binary()?, engine, dir, name, more).await
+}
+
+async fn start_build(
+    binary: &Path,
     engine: &Server,
     dir: &Path,
     name: &'static str,
@@ -130,6 +148,7 @@ pub async fn start_bridge_with(
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let path = path.display().to_string();
     start_bridge_process(
+        binary,
         name,
         &["serve", "--listen", "127.0.0.1:0", "--config", &path],
         Some(&dir.join(format!("{name}.log"))),

@@ -62,6 +62,8 @@ pub struct StreamPoint {
     pub stalls: u64,
     pub ttfb_p50_us: f64,
     pub ttfb_p99_us: f64,
+    /// The proxy's CPU time over the run (none for the direct arm).
+    pub cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -141,13 +143,13 @@ impl Results {
             );
         }
         let _ = writeln!(out, "\n### Paced streams\n");
-        let _ = writeln!(out, "| shape | arm | completed | failed | lost events | stalls | TTFB p50 µs | TTFB p99 µs | added TTFB p99 µs |\n|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| shape | arm | completed | failed | lost events | stalls | TTFB p50 µs | TTFB p99 µs | added TTFB p99 µs | proxy CPU s |\n|---|---|---|---|---|---|---|---|---|---|");
         for s in &self.streams {
             let base = find(&self.streams, |q| q.arm == "direct" && q.shape == s.shape);
             let added = base.map_or(0.0, |d| s.ttfb_p99_us - d.ttfb_p99_us);
             let _ = writeln!(
                 out,
-                "| {} | {} | {}/{} | {} | {} | {} | {:.0} | {:.0} | {:+.0} |",
+                "| {} | {} | {}/{} | {} | {} | {} | {:.0} | {:.0} | {:+.0} | {} |",
                 s.shape,
                 s.arm,
                 s.completed,
@@ -157,7 +159,8 @@ impl Results {
                 s.stalls,
                 s.ttfb_p50_us,
                 s.ttfb_p99_us,
-                added
+                added,
+                s.cpu_seconds.map_or("–".into(), |c| format!("{c:.2}"))
             );
         }
         let m = &self.memory;
