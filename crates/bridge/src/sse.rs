@@ -62,13 +62,22 @@ pub fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// The payload of an event's first `data:` line, without the optional leading space.
+/// The payload of an event's first `data:` line, without the optional leading space. Lines
+/// are found with `memchr`: this runs for every event relayed, and a byte-at-a-time split of a
+/// few hundred bytes cost more than the rest of the event's relay stage.
 pub fn first_data(event: &[u8]) -> Option<&[u8]> {
-    event.split(|&b| b == b'\n').find_map(|line| {
+    let mut rest = event;
+    loop {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(nl) => (&rest[..nl], Some(&rest[nl + 1..])),
+            None => (rest, None),
+        };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let rest = line.strip_prefix(b"data:")?;
-        Some(rest.strip_prefix(b" ").unwrap_or(rest))
-    })
+        if let Some(data) = line.strip_prefix(b"data:") {
+            return Some(data.strip_prefix(b" ").unwrap_or(data));
+        }
+        rest = next?;
+    }
 }
 
 /// Errors as OpenAI stream events.
@@ -91,5 +100,36 @@ impl ApiError {
         out.extend_from_slice(&body);
         out.extend_from_slice(tail);
         Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_data;
+
+    #[test]
+    fn first_data_is_the_first_data_lines_payload() {
+        let cases: [(&[u8], Option<&[u8]>); 9] = [
+            (b"data: {\"a\":1}\n\n", Some(b"{\"a\":1}")),
+            (b"data:{\"a\":1}\n\n", Some(b"{\"a\":1}")),
+            (b"data:  two spaces\n\n", Some(b" two spaces")),
+            (b"data: crlf\r\n\r\n", Some(b"crlf")),
+            (
+                b": comment\nevent: x\r\ndata: third\ndata: fourth\n\n",
+                Some(b"third"),
+            ),
+            (b"data: unterminated", Some(b"unterminated")),
+            (b"event: only\n\n", None),
+            (b" data: indented is not a data line\n\n", None),
+            (b"", None),
+        ];
+        for (event, want) in cases {
+            assert_eq!(
+                first_data(event),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(event)
+            );
+        }
     }
 }

@@ -156,7 +156,7 @@ pub(crate) enum Usage {
 
 /// Finds `"usage"` in an event. Events without one cost one substring search.
 pub(crate) fn usage_report(event: &[u8]) -> Usage {
-    let Some(at) = memchr::memmem::find(event, b"\"usage\"") else {
+    let Some(at) = finder(&USAGE_KEY, b"\"usage\"").find(event) else {
         return Usage::None;
     };
     let after_key = at + 7;
