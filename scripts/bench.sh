@@ -2,7 +2,8 @@
 # Bridge's benchmark: direct vs Bridge vs nginx, interleaved in one run on this machine.
 # Installs nginx from Debian's packages if missing, builds in release mode, raises the file
 # descriptor limit for the 10,000-stream run, and writes raw results, plots and table.md.
-#   scripts/bench.sh [--quick] [--out DIR]      (default DIR: bench-results)
+#   scripts/bench.sh [--quick] [--out DIR] [--baseline OTHER_BRIDGE_BINARY]   (default DIR: bench-results)
+# --baseline measures another build as a fourth arm, interleaved: before/after in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
