@@ -20,6 +20,7 @@ use serde_json::json;
 use super::typed::{number_after, Grammar, Seen, TypedEvents};
 use super::Dialect;
 use crate::error::ApiError;
+use crate::observe::usage::Key;
 use crate::relay::lifetime::EngineBody;
 use crate::relay::stream::StreamRelay;
 use crate::relay::ResBody;
@@ -96,6 +97,9 @@ pub fn envelope(error: &ApiError) -> Bytes {
     Bytes::from(value.to_string())
 }
 
+static INPUT_TOKENS: Key = Key::new(b"\"input_tokens\"");
+static OUTPUT_TOKENS: Key = Key::new(b"\"output_tokens\"");
+
 /// The Messages API's stream events, as far as Bridge needs them.
 #[derive(Debug, Default)]
 pub struct MessageEvents;
@@ -104,8 +108,8 @@ impl Grammar for MessageEvents {
     fn event(&mut self, kind: &[u8], event: &[u8]) -> Seen {
         match kind {
             b"message_start" | b"message_delta" => Seen {
-                prompt: number_after(event, b"\"input_tokens\""),
-                completion: number_after(event, b"\"output_tokens\""),
+                prompt: number_after(event, &INPUT_TOKENS),
+                completion: number_after(event, &OUTPUT_TOKENS),
                 ..Seen::default()
             },
             b"content_block_delta" => Seen {

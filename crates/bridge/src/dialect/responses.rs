@@ -17,7 +17,7 @@ use serde_json::json;
 use super::typed::{number_after, Grammar, Seen, TypedEvents};
 use super::Dialect;
 use crate::error::ApiError;
-use crate::observe::usage::io_usage_in_json_tail;
+use crate::observe::usage::{io_usage_in_json_tail, Key};
 use crate::relay::lifetime::{EngineBody, Learner};
 use crate::relay::stream::StreamRelay;
 use crate::relay::ResBody;
@@ -46,6 +46,9 @@ impl Dialect for Responses {
     }
 }
 
+/// Every Responses stream event carries one.
+static SEQUENCE_NUMBER: Key = Key::new(b"\"sequence_number\"");
+
 /// The Responses API's stream events, as far as Bridge needs them.
 #[derive(Debug, Default)]
 pub struct ResponseEvents {
@@ -58,7 +61,7 @@ pub struct ResponseEvents {
 
 impl Grammar for ResponseEvents {
     fn event(&mut self, kind: &[u8], event: &[u8]) -> Seen {
-        if let Some(n) = number_after(event, b"\"sequence_number\"") {
+        if let Some(n) = number_after(event, &SEQUENCE_NUMBER) {
             self.last_sequence = Some(n);
         }
         if kind == b"response.created" {

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::ApiError;
+use crate::observe::usage::Key;
 use crate::relay::stream::StreamAdapter;
 use crate::sse::{event_end, may_be_utf8, with_held, MAX_EVENT_BYTES};
 
@@ -171,9 +172,9 @@ impl<G: Grammar> StreamAdapter for TypedEvents<G> {
 }
 
 /// The number after `"key":` in `event`, found without parsing it.
-pub fn number_after(event: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memchr::memmem::find(event, key)?;
-    let rest = event[at + key.len()..].trim_ascii_start();
+pub fn number_after(event: &[u8], key: &Key) -> Option<u64> {
+    let at = key.find(event)?;
+    let rest = event[at + key.needle().len()..].trim_ascii_start();
     let rest = rest.strip_prefix(b":")?.trim_ascii_start();
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()

@@ -56,7 +56,7 @@ pub fn io_usage_in_json_tail(tail: &[u8]) -> Option<(u64, u64)> {
 fn usage_in_tail(tail: &[u8], read: fn(&[u8]) -> Option<(u64, u64)>) -> Option<(u64, u64)> {
     // Forward search (SIMD) for every occurrence; the last usable one wins.
     let mut found = None;
-    for at in finder(&USAGE_KEY, b"\"usage\"").find_iter(tail) {
+    for at in USAGE.finder().find_iter(tail) {
         if at > 0 && tail[at - 1] == b'\\' {
             continue;
         }
@@ -71,50 +71,59 @@ fn usage_in_tail(tail: &[u8], read: fn(&[u8]) -> Option<(u64, u64)>) -> Option<(
     found
 }
 
-static USAGE_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-static PROMPT_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
-    std::sync::OnceLock::new();
-static COMPLETION_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
-    std::sync::OnceLock::new();
-static INPUT_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-static OUTPUT_KEY: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
-    std::sync::OnceLock::new();
-
-/// A substring searcher built once: building one costs more than a search of a few hundred
-/// bytes.
-fn finder(
-    cell: &'static std::sync::OnceLock<memchr::memmem::Finder<'static>>,
+/// A member name searched for in raw JSON bytes, with its substring searcher built on first
+/// use and kept: building one costs more than searching an event of a few hundred bytes, and
+/// these searches run for every answer and every stream event.
+pub struct Key {
     needle: &'static [u8],
-) -> &'static memchr::memmem::Finder<'static> {
-    cell.get_or_init(|| memchr::memmem::Finder::new(needle))
+    finder: std::sync::OnceLock<memchr::memmem::Finder<'static>>,
 }
+
+impl Key {
+    /// The key `needle`, quotes included (`b"\"usage\""`).
+    pub const fn new(needle: &'static [u8]) -> Self {
+        Key {
+            needle,
+            finder: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn finder(&self) -> &memchr::memmem::Finder<'static> {
+        self.finder
+            .get_or_init(|| memchr::memmem::Finder::new(self.needle))
+    }
+
+    /// Where the key first occurs in `haystack`.
+    pub fn find(&self, haystack: &[u8]) -> Option<usize> {
+        self.finder().find(haystack)
+    }
+
+    /// The key itself (quotes included).
+    pub fn needle(&self) -> &'static [u8] {
+        self.needle
+    }
+}
+
+static USAGE: Key = Key::new(b"\"usage\"");
+static PROMPT: Key = Key::new(b"\"prompt_tokens\"");
+static COMPLETION: Key = Key::new(b"\"completion_tokens\"");
+static INPUT: Key = Key::new(b"\"input_tokens\"");
+static OUTPUT: Key = Key::new(b"\"output_tokens\"");
 
 /// Prompt and completion tokens of the usage object at the start of `text` (a missing count
 /// is 0: embeddings have no completion). Read by hand: it runs for every answer, and a full
 /// JSON parse of it cost more than the rest of the record stage.
 pub fn usage_object(text: &[u8]) -> Option<(u64, u64)> {
-    counts(
-        text,
-        finder(&PROMPT_KEY, b"\"prompt_tokens\""),
-        finder(&COMPLETION_KEY, b"\"completion_tokens\""),
-    )
+    counts(text, &PROMPT, &COMPLETION)
 }
 
 /// [`usage_object`] with `input_tokens` and `output_tokens`.
 pub fn io_usage_object(text: &[u8]) -> Option<(u64, u64)> {
-    counts(
-        text,
-        finder(&INPUT_KEY, b"\"input_tokens\""),
-        finder(&OUTPUT_KEY, b"\"output_tokens\""),
-    )
+    counts(text, &INPUT, &OUTPUT)
 }
 
 /// The two counts named by `prompt` and `completion` in the object at the start of `text`.
-fn counts(
-    text: &[u8],
-    prompt: &memchr::memmem::Finder<'static>,
-    completion: &memchr::memmem::Finder<'static>,
-) -> Option<(u64, u64)> {
+fn counts(text: &[u8], prompt: &Key, completion: &Key) -> Option<(u64, u64)> {
     if !text.starts_with(b"{") {
         return None;
     }
@@ -129,7 +138,7 @@ fn counts(
         depth == 0
     })?;
     let object = &text[..=end];
-    let count = |key: &memchr::memmem::Finder<'static>| -> Option<u64> {
+    let count = |key: &Key| -> Option<u64> {
         let at = key.find(object)?;
         let value = object[at + key.needle().len()..]
             .trim_ascii_start()
@@ -156,7 +165,7 @@ pub(crate) enum Usage {
 
 /// Finds `"usage"` in an event. Events without one cost one substring search.
 pub(crate) fn usage_report(event: &[u8]) -> Usage {
-    let Some(at) = finder(&USAGE_KEY, b"\"usage\"").find(event) else {
+    let Some(at) = USAGE.find(event) else {
         return Usage::None;
     };
     let after_key = at + 7;

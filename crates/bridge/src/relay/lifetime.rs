@@ -22,7 +22,7 @@ use crate::config::state::InFlight;
 use crate::error::UpstreamFailure;
 use crate::fleet::Fleet;
 use crate::observe::record::Record;
-use crate::observe::usage::{JsonUsage, Tail};
+use crate::observe::usage::{JsonUsage, Key, Tail};
 use crate::upstream::client::Cut;
 use crate::upstream::pool::PooledBody;
 
@@ -75,9 +75,11 @@ impl Learner {
     }
 }
 
+static ID: Key = Key::new(b"\"id\"");
+
 /// The value of the first `"id"` member in `bytes`, when it is a plain string.
 fn first_id(bytes: &[u8]) -> Option<&str> {
-    let at = memchr::memmem::find(bytes, b"\"id\"")?;
+    let at = ID.find(bytes)?;
     let rest = bytes[at + 4..].trim_ascii_start().strip_prefix(b":")?;
     let rest = rest.trim_ascii_start().strip_prefix(b"\"")?;
     let end = memchr::memchr(b'"', rest)?;
