@@ -22,7 +22,7 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _scratch():
-    """Every temporary file the suite makes (configs, logs, dnsmasq's hosts file) goes under one
+    """Every temporary file the suite makes (Bridge's configs, the engine's logs) goes under one
     directory, removed when the session ends: runs leave nothing behind in /tmp."""
     root = tempfile.mkdtemp(prefix="bridge-engine-")
     tempfile.tempdir = root
