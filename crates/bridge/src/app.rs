@@ -287,7 +287,17 @@ async fn serve_worker(
         shutdown,
         settings,
         move || upstream.cut(),
-        move |request| dispatch::handle::<hyper::body::Incoming>(state.clone(), request),
+        // Boxed per request: hyper keeps one slot for the service's future per connection, for
+        // the connection's whole life, sized to that future. Unboxed, every open stream and
+        // idle keep-alive connection held ~9 KB of request-handling state it no longer used
+        // (measured with massif); boxed, the slot is a pointer and the state is freed once
+        // the response head is sent.
+        move |request| {
+            Box::pin(dispatch::handle::<hyper::body::Incoming>(
+                state.clone(),
+                request,
+            ))
+        },
     )
     .await;
     sweeper.abort();
