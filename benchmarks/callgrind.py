@@ -58,4 +58,5 @@ for n in counts:
     total = int(re.search(r"^summary:\s+(\d+)", text, re.M).group(1))
     totals.append(total)
     os.unlink(out)
+os.unlink(cfg.name)
 print(f"{binary}: {(totals[1]-totals[0])/(counts[1]-counts[0]):.0f} instructions per request ({totals})")
