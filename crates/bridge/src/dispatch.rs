@@ -263,6 +263,15 @@ where
     response
 }
 
+/// The answer to a request refused before it could be read (a malformed or oversized head):
+/// OpenAI's envelope, as on Bridge's own routes, with a fresh request id.
+pub fn refusal(error: ApiError) -> Response<ResBody> {
+    tracing::debug!(status = %error.status, error = error.label(), message = %error.message, "request head refused");
+    let mut response = dialect::of(Endpoint::Models).error_response(error);
+    response.headers_mut().insert(REQUEST_ID, request_id(None));
+    response
+}
+
 /// `200 ok` while serving; `503 draining` once a stop was requested, so load balancers move
 /// traffic away while requests in flight finish.
 fn health(state: &AppState) -> Response<ResBody> {

@@ -1,5 +1,17 @@
 //! Accepting connections: one HTTP/1.1 connection task per client, `TCP_NODELAY` on, and a
 //! graceful stop that lets requests in flight finish, for at most a drain timeout.
+//!
+//! Clients are served by Bridge's own HTTP/1.1 ([`serve_with`]: [`conn`], [`head`], [`body`]);
+//! the admin API and the engine simulator by hyper's ([`serve`]), where speed does not matter.
+//! Why its own: hyper's server kept two 8 KiB buffers per connection for the connection's life
+//! (16 of the ~20 KB each open stream cost), and its dispatch, its header map and its
+//! per-event chunk formatting were most of what Bridge did per request and per stream event.
+//! A request here is parsed with `httparse` (the parser hyper uses), its values sharing the
+//! read bytes; an answer is one vectored write per batch of ready body frames, never copied.
+
+pub mod body;
+mod conn;
+pub mod head;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,17 +26,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::body::BoxError;
 use crate::config::{DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS};
+use body::ClientBody;
 
 /// How long a client may take to send its request headers, by default.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS);
-/// Most header lines hyper parses; Bridge refuses more than
-/// [`crate::dispatch::MAX_HEADERS`] itself, with an error body, before this hard limit applies.
-const PARSE_MAX_HEADERS: usize = 1024;
 /// How long in-flight requests may run after a stop was requested, by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_millis(DEFAULT_DRAIN_TIMEOUT_MS);
 
@@ -109,7 +119,66 @@ impl Default for Settings {
 /// ([`serve_with`]'s `cut`), before their connections are closed.
 const CUT_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves `handler` on `connections` until `shutdown` resolves, then drains.
+/// Serves `handler` on `connections` with Bridge's own HTTP/1.1 (see [`conn`]) until
+/// `shutdown` resolves, then drains: idle connections close at once, busy ones after their
+/// answer. When the drain timeout passes with answers still open, `cut` is called (it tells
+/// them to end, each in its own dialect) and they get `CUT_GRACE` (1 s) to do so.
+pub async fn serve_with<F, Fut, B>(
+    connections: impl Into<Connections>,
+    shutdown: impl Future<Output = ()>,
+    settings: Settings,
+    cut: impl FnOnce(),
+    handler: F,
+) where
+    F: Fn(Request<ClientBody>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = connections.into();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            next = connections.next() => match next {
+                Some(Ok(stream)) => stream,
+                Some(Err(e)) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                None => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(conn::serve(
+            stream,
+            handler.clone(),
+            settings,
+            stopping.clone(),
+        ));
+    }
+    drop((connections, stopping));
+    let _ = stop.send(true);
+    // Every connection holds a receiver: the channel closes when the last one has ended.
+    let drained = stop.closed();
+    tokio::pin!(drained);
+    tokio::select! {
+        () = &mut drained => info!("all connections drained"),
+        () = tokio::time::sleep(settings.drain_timeout) => {
+            warn!("drain timeout: ending the answers still open, then closing their connections");
+            cut();
+            if tokio::time::timeout(CUT_GRACE, drained).await.is_err() {
+                warn!("connections still open after the drain timeout were closed");
+            }
+        }
+    }
+}
+
+/// Serves `handler` on `connections` with hyper's HTTP/1.1 until `shutdown` resolves, then
+/// drains for at most `drain_timeout` (the admin API, the engine simulator, tests' engines).
 pub async fn serve<F, Fut, B>(
     connections: impl Into<Connections>,
     shutdown: impl Future<Output = ()>,
@@ -121,33 +190,10 @@ pub async fn serve<F, Fut, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let settings = Settings {
-        drain_timeout,
-        ..Settings::default()
-    };
-    serve_with(connections, shutdown, settings, || {}, handler).await;
-}
-
-/// [`serve`] with `settings`. When the drain timeout passes with answers still open, `cut` is
-/// called (it tells them to end, each in its own dialect) and they get `CUT_GRACE` (1 s) to do so.
-pub async fn serve_with<F, Fut, B>(
-    connections: impl Into<Connections>,
-    shutdown: impl Future<Output = ()>,
-    settings: Settings,
-    cut: impl FnOnce(),
-    handler: F,
-) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_headers(PARSE_MAX_HEADERS)
-        .half_close(settings.half_close)
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut connections = connections.into();
@@ -157,7 +203,6 @@ pub async fn serve_with<F, Fut, B>(
             next = connections.next() => match next {
                 Some(Ok(stream)) => stream,
                 Some(Err(e)) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -178,16 +223,10 @@ pub async fn serve_with<F, Fut, B>(
         });
     }
     drop(connections);
-    let drained = graceful.shutdown();
-    tokio::pin!(drained);
-    tokio::select! {
-        () = &mut drained => info!("all connections drained"),
-        () = tokio::time::sleep(settings.drain_timeout) => {
-            warn!("drain timeout: ending the answers still open, then closing their connections");
-            cut();
-            if tokio::time::timeout(CUT_GRACE, drained).await.is_err() {
-                warn!("connections still open after the drain timeout were closed");
-            }
-        }
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("connections still open after the drain timeout were closed");
     }
 }

@@ -202,7 +202,8 @@ fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<F
     Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+/// A `content-length` value: ASCII digits only, at most 19 of them.
+pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -213,7 +214,8 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     )
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+/// Whether a comma-separated header (`connection`, `transfer-encoding`) lists `token`.
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()

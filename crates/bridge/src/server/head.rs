@@ -1,0 +1,279 @@
+//! The client's HTTP/1.1 as bytes: its request head parsed (with `httparse`), how its body is
+//! framed (RFC 9112 §6.3), and the response head written.
+//!
+//! Pure functions over buffers, so the hostile-input tests and the fuzz target
+//! (`fuzz/fuzz_targets/client_request.rs`) drive them directly; [`super::conn`] does the I/O.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+use crate::error::ApiError;
+use crate::upstream::wire::{has_token, parse_decimal};
+
+/// A request head larger than this is refused (431): the 64 KiB of header bytes dispatch
+/// accepts, plus room for the request line.
+pub const MAX_HEAD: usize = 72 << 10;
+/// Header lines parsed, at most. Past [`crate::dispatch::MAX_HEADERS`] dispatch refuses the
+/// request with its own message; past this the parser does, with the same status and code.
+const MAX_HEADERS: usize = 128;
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct Head {
+    /// The method.
+    pub method: Method,
+    /// The request target, sharing the head's bytes.
+    pub uri: Uri,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The headers, their values sharing the head's bytes.
+    pub headers: HeaderMap,
+    /// How many body bytes follow, or that they come chunked.
+    pub body: BodyLength,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+    /// The connection may carry another request after this one's answer.
+    pub keep_alive: bool,
+}
+
+/// How a request body is delimited (a request without either header has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `transfer-encoding: chunked`.
+    Chunked,
+}
+
+/// Parses a request head at the front of `buf`, taking it off when complete; `Ok(None)` while
+/// the head is not whole. Leading empty lines are skipped (RFC 9112 §2.2).
+pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, ApiError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut slots);
+    let len = match request.parse(buf) {
+        // The same limit whether the head came in one read or many.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(too_large()),
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(too_large()),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ApiError::headers_too_large(format!(
+                "the request has more than {} headers; at most {} are accepted",
+                MAX_HEADERS,
+                crate::dispatch::MAX_HEADERS
+            )))
+        }
+        Err(e) => return Err(invalid(format!("malformed request head: {e}"))),
+    };
+    let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
+        .map_err(|_| invalid("invalid method".into()))?;
+    let version = match request.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Offsets of the target and of each value, so they can share the head's bytes once frozen.
+    let base = buf.as_ptr() as usize;
+    let path = request.path.unwrap_or_default();
+    let target = (path.as_ptr() as usize - base, path.len());
+    let mut spans = Vec::with_capacity(request.headers.len());
+    for h in request.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| invalid(format!("invalid header name {:?}", h.name)))?;
+        spans.push((name, h.value.as_ptr() as usize - base, h.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+        .map_err(|_| invalid("invalid request target".into()))?;
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, len) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..start + len))
+            .map_err(|_| invalid(format!("invalid value of header {name}")))?;
+        headers.append(name, value);
+    }
+    let body = body_length(version, &headers)?;
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    // HTTP/1.0 clients get one answer per connection: its keep-alive extension is not offered.
+    let keep_alive =
+        version == Version::HTTP_11 && !has_token(&headers, header::CONNECTION, "close");
+    Ok(Some(Head {
+        method,
+        uri,
+        version,
+        headers,
+        body,
+        expect_continue,
+        keep_alive,
+    }))
+}
+
+/// RFC 9112 §6.3 for requests. Anything ambiguous is refused rather than guessed, as a proxy
+/// must (a guess another hop makes differently is request smuggling): both headers, a coding
+/// other than chunked last, differing lengths.
+fn body_length(version: Version, headers: &HeaderMap) -> Result<BodyLength, ApiError> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(invalid("transfer-encoding in an HTTP/1.0 request".into()));
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(invalid(
+                "a request may carry transfer-encoding or content-length, not both".into(),
+            ));
+        }
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|t| !t.is_empty());
+        return match last {
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => Ok(BodyLength::Chunked),
+            _ => Err(invalid(
+                "transfer-encoding must end with chunked (the only coding accepted)".into(),
+            )),
+        };
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let n = parse_decimal(part.trim_ascii())
+                .ok_or_else(|| invalid("invalid content-length".into()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid("conflicting content-length values".into()));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(BodyLength::Length(length.unwrap_or(0)))
+}
+
+fn too_large() -> ApiError {
+    ApiError::headers_too_large(format!("the request head is larger than {MAX_HEAD} bytes"))
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::bad_request(message).with_code("invalid_request_head")
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body is sent (HEAD, 1xx, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client and a body of unknown length).
+    UntilClose,
+}
+
+/// How the answer to `method` with `status` is framed: a `content-length` the handler set, else
+/// the body's exact size, else chunked (HTTP/1.1) or the close (HTTP/1.0).
+pub fn framing(
+    method: &Method,
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    exact: Option<u64>,
+) -> Framing {
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Framing::Empty;
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| parse_decimal(v.as_bytes()));
+    match declared.or(exact) {
+        Some(n) => Framing::Length(n),
+        None if version == Version::HTTP_10 => Framing::UntilClose,
+        None => Framing::Chunked,
+    }
+}
+
+/// Writes the response head: status line, `headers` (but the hop-by-hop ones Bridge decides
+/// itself), `date`, the framing header and, when the connection ends after this answer,
+/// `connection: close`.
+pub fn encode_response(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == "keep-alive"
+            || (name == header::CONTENT_LENGTH && framing == Framing::Chunked)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a chunk's size line (hexadecimal, CRLF) into `out` and returns its length.
+pub fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.max(1).leading_zeros()).div_ceil(4) as usize;
+    for (i, slot) in out[..digits].iter_mut().enumerate() {
+        *slot = HEX[(len >> (4 * (digits - 1 - i))) & 0xf];
+    }
+    out[digits..digits + 2].copy_from_slice(b"\r\n");
+    digits + 2
+}
+
+/// The current time as an HTTP date (RFC 9110 §5.6.7), formatted once per second per thread.
+fn date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+#[cfg(test)]
+#[path = "head_tests.rs"]
+mod tests;
