@@ -214,6 +214,11 @@ impl Conn {
                 (body, true)
             }
         };
+        if self.buf.is_empty() {
+            // Not even the spare room of the block the head and body share stays with the
+            // connection while the answer streams.
+            self.buf = BytesMut::new();
+        }
         let mut request = Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
