@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 
 use super::head::BodyLength;
 use crate::body::BoxError;
+use crate::upstream::conn::read_draining;
 use crate::upstream::wire::{Decoded, Decoder, Framing, WireError};
 
 /// The interim answer to `expect: 100-continue`.
@@ -50,10 +51,10 @@ impl Shared {
     }
 }
 
-/// Reads what the socket has into `buf` (reserving `want` bytes first; nothing is reserved
-/// while the socket has nothing, so an idle connection holds no buffer); `Ok(0)` at the end of
-/// the client's input.
-pub fn poll_read(
+/// Reads what the socket has into `buf`, reserving `want` bytes first (for a body's bytes,
+/// read straight into the buffer the body's frames share; heads are read through
+/// [`crate::upstream::conn::poll_read_copied`]); `Ok(0)` at the end of the client's input.
+fn poll_read(
     io: &TcpStream,
     buf: &mut BytesMut,
     want: usize,
@@ -62,7 +63,8 @@ pub fn poll_read(
     loop {
         ready!(io.poll_read_ready(cx))?;
         buf.reserve(want);
-        match io.try_read_buf(buf) {
+        let spare = buf.capacity() - buf.len();
+        match read_draining(io, |io| Ok((io.try_read_buf(buf)?, spare))) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             other => return Poll::Ready(other),
         }

@@ -21,10 +21,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::body::{poll_read, ClientBody, Shared};
+use super::body::{ClientBody, Shared};
 use super::head::{self, BodyLength, Framing, Head};
 use super::Settings;
 use crate::body::BoxError;
+use crate::upstream::conn::poll_read_copied;
 
 /// Bytes of a next request kept while an answer is sent; past this the client is not read
 /// until the answer is over.
@@ -34,8 +35,6 @@ const BATCH_FRAMES: usize = 16;
 const BATCH_BYTES: usize = 256 << 10;
 /// Slices of one write: the head, three per chunk, the last chunk.
 const MAX_SLICES: usize = 2 + 3 * BATCH_FRAMES;
-/// Reads a head into a buffer reserved this large (the buffer grows for a larger head).
-const HEAD_SPACE: usize = 4096;
 /// A connection closed with an unread request body first reads and discards this much of it,
 /// for this long, so that its answer is not lost to a reset (nginx's lingering close).
 const LINGER_BYTES: usize = 1 << 20;
@@ -181,7 +180,7 @@ impl Conn {
                 return Ok(None);
             }
             let (shared, buf, stop) = (&self.shared, &mut self.buf, &mut self.stop);
-            let read = poll_fn(|cx| poll_read(&shared.io, buf, HEAD_SPACE, cx));
+            let read = poll_fn(|cx| poll_read_copied(&shared.io, buf, cx));
             let read = match deadline {
                 // Idle between requests: no timer (a stop ends the wait).
                 None => tokio::select! {
@@ -230,7 +229,7 @@ impl Conn {
     /// Whether the client went away; reads what it sends meanwhile into the buffer.
     fn poll_gone(&mut self, peer: &mut Peer, cx: &mut Context<'_>) -> bool {
         while peer.watching && self.buf.len() < MAX_PIPELINED {
-            match poll_read(&self.shared.io, &mut self.buf, HEAD_SPACE, cx) {
+            match poll_read_copied(&self.shared.io, &mut self.buf, cx) {
                 Poll::Pending => return false,
                 Poll::Ready(Ok(0)) if self.settings.half_close => {
                     peer.watching = false;
