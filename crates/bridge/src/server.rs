@@ -1,7 +1,7 @@
 //! Accepting connections: one HTTP/1.1 connection task per client, `TCP_NODELAY` on, and a
 //! graceful stop that lets requests in flight finish, for at most a drain timeout.
 //!
-//! Clients are served by Bridge's own HTTP/1.1 ([`serve_with`]: [`conn`], [`head`], [`body`]);
+//! Clients are served by Bridge's own HTTP/1.1 ([`serve_with`]: [`conn`], [`head`], [`body`], [`write`]);
 //! the admin API and the engine simulator by hyper's ([`serve`]), where speed does not matter.
 //! Why its own: hyper's server kept two 8 KiB buffers per connection for the connection's life
 //! (16 of the ~20 KB each open stream cost), and its dispatch, its header map and its
@@ -12,6 +12,7 @@
 pub mod body;
 mod conn;
 pub mod head;
+mod write;
 
 use std::convert::Infallible;
 use std::future::Future;

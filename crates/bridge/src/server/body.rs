@@ -106,7 +106,7 @@ impl ClientBody {
             BodyLength::Length(n) => Framing::Length(n),
             BodyLength::Chunked => Framing::Chunked,
         };
-        // A client that sent body bytes already is not waiting for leave to.
+        // A client that has sent body bytes already is not waiting for the interim answer.
         let continue_left = if expect && buf.is_empty() {
             CONTINUE.len()
         } else {

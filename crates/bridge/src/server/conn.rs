@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
+
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::body::{ClientBody, Shared};
 use super::head::{self, BodyLength, Framing, Head};
+use super::write::{Out, Piece};
 use super::Settings;
 use crate::body::BoxError;
 use crate::upstream::conn::poll_read_copied;
@@ -30,11 +31,6 @@ use crate::upstream::conn::poll_read_copied;
 /// Bytes of a next request kept while an answer is sent; past this the client is not read
 /// until the answer is over.
 const MAX_PIPELINED: usize = 64 << 10;
-/// Body frames (or bytes) gathered into one vectored write, at most.
-const BATCH_FRAMES: usize = 16;
-const BATCH_BYTES: usize = 256 << 10;
-/// Slices of one write: the head, three per chunk, the last chunk.
-const MAX_SLICES: usize = 2 + 3 * BATCH_FRAMES;
 /// A connection closed with an unread request body first reads and discards this much of it,
 /// for this long, so that its answer is not lost to a reset (nginx's lingering close).
 const LINGER_BYTES: usize = 1 << 20;
@@ -365,71 +361,5 @@ impl Conn {
             }
         };
         let _ = tokio::time::timeout(LINGER_TIME, discard).await;
-    }
-}
-
-/// An answer's bytes gathered for one vectored write: the connection's own (head, chunk size
-/// lines) and the body's, which are never copied.
-#[derive(Default)]
-struct Out {
-    own: Vec<u8>,
-    pieces: Vec<Piece>,
-    frames: usize,
-    bytes: usize,
-}
-
-enum Piece {
-    Own(usize, usize),
-    Data(Bytes),
-    Static(&'static [u8]),
-}
-
-impl Out {
-    fn data(&mut self, data: Bytes) {
-        self.frames += 1;
-        self.bytes += data.len();
-        self.pieces.push(Piece::Data(data));
-    }
-
-    fn chunk(&mut self, data: Bytes) {
-        let mut line = [0u8; 18];
-        let n = head::chunk_size_line(data.len(), &mut line);
-        let start = self.own.len();
-        self.own.extend_from_slice(&line[..n]);
-        self.pieces.push(Piece::Own(start, start + n));
-        self.data(data);
-        self.pieces.push(Piece::Static(b"\r\n"));
-    }
-
-    fn full(&self) -> bool {
-        self.frames >= BATCH_FRAMES || self.bytes >= BATCH_BYTES
-    }
-
-    /// Writes everything gathered, in as few writes as the socket takes.
-    async fn flush(&mut self, io: &TcpStream) -> io::Result<()> {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut n = 0;
-        for piece in &self.pieces {
-            slices[n] = IoSlice::new(match piece {
-                Piece::Own(start, end) => &self.own[*start..*end],
-                Piece::Data(data) => data,
-                Piece::Static(bytes) => bytes,
-            });
-            n += 1;
-        }
-        let mut rest = &mut slices[..n];
-        while !rest.is_empty() {
-            match io.try_write_vectored(rest) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => IoSlice::advance_slices(&mut rest, written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.writable().await?,
-                Err(e) => return Err(e),
-            }
-        }
-        self.own.clear();
-        self.pieces.clear();
-        self.frames = 0;
-        self.bytes = 0;
-        Ok(())
     }
 }

@@ -256,17 +256,6 @@ pub fn encode_response(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes a chunk's size line (hexadecimal, CRLF) into `out` and returns its length.
-pub fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (usize::BITS - len.max(1).leading_zeros()).div_ceil(4) as usize;
-    for (i, slot) in out[..digits].iter_mut().enumerate() {
-        *slot = HEX[(len >> (4 * (digits - 1 - i))) & 0xf];
-    }
-    out[digits..digits + 2].copy_from_slice(b"\r\n");
-    digits + 2
-}
-
 /// The current time as an HTTP date (RFC 9110 §5.6.7), formatted once per second per thread.
 fn date(out: &mut Vec<u8>) {
     thread_local! {

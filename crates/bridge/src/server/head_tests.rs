@@ -187,17 +187,3 @@ fn the_response_head_carries_framing_date_and_close_and_no_stray_hop_headers() {
     assert!(text.contains("content-length: 12\r\n"), "{text}");
     assert!(!text.contains("connection"), "{text}");
 }
-
-#[test]
-fn chunk_size_lines_are_lowercase_hex() {
-    let line = |n| {
-        let mut out = [0u8; 18];
-        let len = chunk_size_line(n, &mut out);
-        String::from_utf8(out[..len].to_vec()).unwrap()
-    };
-    assert_eq!(line(0), "0\r\n");
-    assert_eq!(line(1), "1\r\n");
-    assert_eq!(line(255), "ff\r\n");
-    assert_eq!(line(4096), "1000\r\n");
-    assert_eq!(line(usize::MAX), "ffffffffffffffff\r\n");
-}
