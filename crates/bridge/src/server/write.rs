@@ -5,6 +5,7 @@
 //! buffers.
 
 use std::io::{self, IoSlice};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -25,6 +26,8 @@ pub(super) struct Out {
     pub(super) pieces: Vec<Piece>,
     frames: usize,
     bytes: usize,
+    /// Bytes of the gathered pieces already written.
+    written: usize,
 }
 
 /// One slice of a write.
@@ -60,30 +63,44 @@ impl Out {
 
     /// Writes everything gathered, in as few writes as the socket takes.
     pub(super) async fn flush(&mut self, io: &TcpStream) -> io::Result<()> {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut n = 0;
-        for piece in &self.pieces {
-            slices[n] = IoSlice::new(match piece {
-                Piece::Own(start, end) => &self.own[*start..*end],
-                Piece::Data(data) => data,
-                Piece::Static(bytes) => bytes,
-            });
-            n += 1;
-        }
-        let mut rest = &mut slices[..n];
-        while !rest.is_empty() {
+        std::future::poll_fn(|cx| self.poll_flush(io, cx)).await
+    }
+
+    /// One step of [`Out::flush`]. The slices are built on the stack on each call, so the
+    /// future of a connection waiting for its client to read holds none of them (an array
+    /// of them kept across the wait was 800 bytes of every open stream).
+    fn poll_flush(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut n = 0;
+            for piece in &self.pieces {
+                slices[n] = IoSlice::new(match piece {
+                    Piece::Own(start, end) => &self.own[*start..*end],
+                    Piece::Data(data) => data,
+                    Piece::Static(bytes) => bytes,
+                });
+                n += 1;
+            }
+            let mut rest = &mut slices[..n];
+            IoSlice::advance_slices(&mut rest, self.written);
+            if rest.is_empty() {
+                break;
+            }
             match io.try_write_vectored(rest) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => IoSlice::advance_slices(&mut rest, written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.writable().await?,
-                Err(e) => return Err(e),
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(written) => self.written += written,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(io.poll_write_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         self.own.clear();
         self.pieces.clear();
         self.frames = 0;
         self.bytes = 0;
-        Ok(())
+        self.written = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
