@@ -1,9 +1,10 @@
-//! Header names Bridge reads and sets on every request, parsed once.
+//! Header names Bridge reads and sets on every request, parsed once, and the two readings of
+//! header values that both of its HTTP/1.1 sides (client and engine) make.
 //!
 //! A `&str` header name is parsed and validated each time it is used as a key (a few hundred
 //! instructions); these constants are built at compile time, so the hot path only compares.
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 
 /// The request id: the client's when sane, else a new one; sent to the engine and back.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -16,3 +17,25 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 /// Tells nginx in front of Bridge not to buffer a stream.
 pub const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// A `content-length` value: ASCII digits only, at most 19.
+pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// Whether a comma-separated header (`connection`, `transfer-encoding`) lists `token`.
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
 use crate::error::ApiError;
-use crate::upstream::wire::{has_token, parse_decimal};
+use crate::headers::{has_token, parse_decimal};
 
 /// A request head larger than this is refused (431): the 64 KiB of header bytes dispatch
 /// accepts, plus room for the request line.

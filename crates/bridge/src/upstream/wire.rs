@@ -11,6 +11,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
+use crate::headers::{has_token, parse_decimal};
+
 /// A response head larger than this is refused (hyper's client allowed ~400 KiB; engines send
 /// well under 1 KiB).
 pub const MAX_HEAD: usize = 64 << 10;
@@ -107,16 +109,11 @@ pub enum Parsed {
 
 /// Parses a response head at the front of `buf`, taking it off when complete.
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, WireError> {
-    // Uninitialised slots (httparse's safe API for them): zeroing them per response cost more
-    // than parsing a typical head.
+    // Uninitialised slots (httparse's safe API): zeroing them cost more than the parse.
     let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        buf,
-        &mut slots,
-    );
-    let len = match parsed {
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
         // The same limit whether the head came in one read or many.
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
             return Err(WireError::Invalid("response head too large"))
@@ -207,28 +204,6 @@ fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<F
         }
     }
     Ok(length.map_or(Framing::UntilClose, Framing::Length))
-}
-
-/// A `content-length` value: ASCII digits only, at most 19 of them.
-pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
-    )
-}
-
-/// Whether a comma-separated header (`connection`, `transfer-encoding`) lists `token`.
-pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Where a body's decoder is.
