@@ -61,6 +61,26 @@ impl Connections {
             Connections::Handoff(rx) => rx.recv().await.map(TcpStream::from_std),
         }
     }
+
+    /// The next connection, or `None` once `shutdown` resolves or no more can come. A failed
+    /// accept (out of file descriptors or similar) backs off instead of spinning.
+    async fn accept_until(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<TcpStream> {
+        loop {
+            tokio::select! {
+                next = self.next() => match next? {
+                    Ok(stream) => return Some(stream),
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = shutdown.as_mut() => return None,
+            }
+        }
+    }
 }
 
 /// Accepts on `listener` and hands connections to `workers` in turn, so each worker gets an
@@ -140,18 +160,8 @@ pub async fn serve_with<F, Fut, B>(
     let mut connections = connections.into();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
-            next = connections.next() => match next {
-                Some(Ok(stream)) => stream,
-                Some(Err(e)) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                None => break,
-            },
-            () = &mut shutdown => break,
+        let Some(stream) = connections.accept_until(&mut shutdown).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(conn::serve(
@@ -200,17 +210,8 @@ pub async fn serve<F, Fut, B>(
     let mut connections = connections.into();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
-            next = connections.next() => match next {
-                Some(Ok(stream)) => stream,
-                Some(Err(e)) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                None => break,
-            },
-            () = &mut shutdown => break,
+        let Some(stream) = connections.accept_until(&mut shutdown).await else {
+            break;
         };
         let peer = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);

@@ -13,6 +13,9 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, 
 
 use crate::error::ApiError;
 use crate::headers::{has_token, parse_decimal};
+/// How a response body is delimited: the engine side's framing, which is the same grammar
+/// (`UntilClose` here: an HTTP/1.0 client and a body of unknown length).
+pub use crate::upstream::wire::Framing;
 
 /// A request head larger than this is refused (431): the 64 KiB of header bytes dispatch
 /// accepts, plus room for the request line.
@@ -161,19 +164,6 @@ fn too_large() -> ApiError {
 
 fn invalid(message: String) -> ApiError {
     ApiError::bad_request(message).with_code("invalid_request_head")
-}
-
-/// How a response body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body is sent (HEAD, 1xx, 204, 304).
-    Empty,
-    /// Exactly this many bytes.
-    Length(u64),
-    /// Chunked.
-    Chunked,
-    /// Until the connection closes (an HTTP/1.0 client and a body of unknown length).
-    UntilClose,
 }
 
 /// How the answer to `method` with `status` is framed: a `content-length` the handler set, else
