@@ -11,6 +11,14 @@ fn refused(bytes: &[u8]) -> ApiError {
     }
 }
 
+/// Refused as a malformed or ambiguous head: 400 `invalid_request_head`.
+fn refused_as_invalid(bytes: &[u8]) {
+    let e = refused(bytes);
+    let case = String::from_utf8_lossy(bytes);
+    assert_eq!(e.status, StatusCode::BAD_REQUEST, "{case}");
+    assert_eq!(e.label(), "invalid_request_head", "{case}");
+}
+
 const REQUEST: &[u8] = b"POST /v1/direct/chat/completions?x=1 HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nX-Multi: a\r\nx-multi: b\r\ncontent-length: 12\r\n\r\n{\"a\":\"body\"}";
 
 #[test]
@@ -66,14 +74,7 @@ fn ambiguous_bodies_are_refused_not_guessed() {
         b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
     ];
     for case in cases {
-        let e = refused(case);
-        assert_eq!(
-            e.status,
-            StatusCode::BAD_REQUEST,
-            "{}",
-            String::from_utf8_lossy(case)
-        );
-        assert_eq!(e.label(), "invalid_request_head");
+        refused_as_invalid(case);
     }
     let same = parse(b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 5, 5\r\n\r\n");
     assert_eq!(same.unwrap().unwrap().body, BodyLength::Length(5));
@@ -90,13 +91,7 @@ fn malformed_heads_are_400_and_oversized_ones_431() {
         b"POST / HTTP/1.1\r\nx: a\x00b\r\n\r\n",
         b"P(ST / HTTP/1.1\r\n\r\n",
     ] {
-        let e = refused(case);
-        assert_eq!(
-            e.status,
-            StatusCode::BAD_REQUEST,
-            "{}",
-            String::from_utf8_lossy(case)
-        );
+        refused_as_invalid(case);
     }
     let mut big = b"GET / HTTP/1.1\r\nx: ".to_vec();
     big.resize(MAX_HEAD + 1, b'v');
