@@ -288,7 +288,7 @@ async fn serve_worker(
         settings,
         move || upstream.cut(),
         // Boxed per request: the connection's own future would otherwise be sized to hold the
-        // request-handling future (~9 KB) for the connection's whole life, every open stream
+        // request-handling future (~3 KB) for the connection's whole life, every open stream
         // and idle keep-alive connection paying for state it no longer uses (measured with
         // massif); boxed, it is freed as soon as the response head is ready.
         move |request| {

@@ -6,10 +6,12 @@
 //! request body, so routing and error shapes can be tested in process, with no socket.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde_json::{json, Value};
@@ -157,110 +159,122 @@ fn by_model_in_path(path: &str) -> Option<Route<'_>> {
 
 /// The service function. The lines logged about a request carry its `request_id` as a field
 /// (no `tracing` span per request: entering it on every poll cost more than the log line).
-pub async fn handle<B>(
+///
+/// Neither this nor [`dispatch`] is an `async fn`: one keeps a second copy of each argument it
+/// takes by value, and the server copies every byte of the request's future when it boxes it.
+/// The request's parts stay here, lent to the stages.
+pub fn handle<B>(
     state: Arc<AppState>,
     request: Request<B>,
-) -> Result<Response<ResBody>, Infallible>
+) -> impl Future<Output = Result<Response<ResBody>, Infallible>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let request_id = request_id(request.headers().get(REQUEST_ID));
-    Ok(dispatch(state, request, request_id).await)
+    let (parts, body) = request.into_parts();
+    dispatch(state, parts, body, request_id)
 }
 
-async fn dispatch<B>(
+// An `async fn` would hold its arguments twice (see `handle`).
+#[allow(clippy::manual_async_fn)]
+fn dispatch<B>(
     state: Arc<AppState>,
-    request: Request<B>,
+    parts: Parts,
+    body: B,
     request_id: HeaderValue,
-) -> Response<ResBody>
+) -> impl Future<Output = Result<Response<ResBody>, Infallible>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let path = request.uri().path();
-    let path = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
-    let method = request.method().clone();
-    let registry = state.registry();
-    let route = route_for(path).or_else(|| extra_route(&registry, path));
-    // The client's dialect shapes its errors; Bridge's own routes speak OpenAI's.
-    let dialect = dialect::of(match route {
-        Some(Route::Forward(endpoint, ..)) => endpoint,
-        _ => Endpoint::Models,
-    });
-    let result = match route {
-        _ if request.headers().len() > MAX_HEADERS => Err(ApiError::headers_too_large(format!(
-            "the request has {} headers; at most {MAX_HEADERS} are accepted",
-            request.headers().len()
-        ))),
-        _ if header_bytes(request.headers()) > MAX_HEADER_BYTES => {
-            Err(ApiError::headers_too_large(format!(
-                "the request headers are larger than {MAX_HEADER_BYTES} bytes"
-            )))
-        }
-        None => Err(ApiError::unknown_route(format!(
-            "unknown route: {method} {path}"
-        ))),
-        Some(Route::Forward(endpoint, model_id, response_id))
-            if endpoint.methods().split(", ").any(|m| m == method.as_str()) =>
-        {
-            let trace = (state.traces.as_ref()).and_then(|t| Trace::start(t, request.headers()));
-            let mut ex = Exchange::new(
-                registry,
-                request_id.clone(),
-                endpoint,
-                model_id.map(str::to_string),
-                state.fleet.clone(),
-                trace,
-            );
-            if let Some(trace) = ex.record.trace() {
-                trace.method(&method);
+    async move {
+        let path = parts.uri.path();
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
+        let method = parts.method.clone();
+        let registry = state.registry();
+        let route = route_for(path).or_else(|| extra_route(&registry, path));
+        // The client's dialect shapes its errors; Bridge's own routes speak OpenAI's.
+        let dialect = dialect::of(match route {
+            Some(Route::Forward(endpoint, ..)) => endpoint,
+            _ => Endpoint::Models,
+        });
+        let result = match route {
+            _ if parts.headers.len() > MAX_HEADERS => Err(ApiError::headers_too_large(format!(
+                "the request has {} headers; at most {MAX_HEADERS} are accepted",
+                parts.headers.len()
+            ))),
+            _ if header_bytes(&parts.headers) > MAX_HEADER_BYTES => {
+                Err(ApiError::headers_too_large(format!(
+                    "the request headers are larger than {MAX_HEADER_BYTES} bytes"
+                )))
             }
-            ex.method = method.clone();
-            ex.response_id = response_id.map(str::to_string);
-            if endpoint == Endpoint::Extra {
-                ex.extra_route = extra_path(path).map(str::to_string);
+            None => Err(ApiError::unknown_route(format!(
+                "unknown route: {method} {path}"
+            ))),
+            Some(Route::Forward(endpoint, model_id, response_id))
+                if endpoint.methods().split(", ").any(|m| m == method.as_str()) =>
+            {
+                let trace = (state.traces.as_ref()).and_then(|t| Trace::start(t, &parts.headers));
+                // Boxed: the exchange is handed down the stages, and each `async fn` that takes it
+                // by value would keep copies of it in the request's future.
+                let mut ex = Box::new(Exchange::new(
+                    registry,
+                    request_id.clone(),
+                    endpoint,
+                    model_id.map(str::to_string),
+                    state.fleet.clone(),
+                    trace,
+                ));
+                if let Some(trace) = ex.record.trace() {
+                    trace.method(&method);
+                }
+                ex.method = method.clone();
+                ex.response_id = response_id.map(str::to_string);
+                if endpoint == Endpoint::Extra {
+                    ex.extra_route = extra_path(path).map(str::to_string);
+                }
+                // Stored responses (pagination of input items) and extra routes take a query.
+                if endpoint == Endpoint::Extra || response_id.is_some() {
+                    ex.query = parts.uri.query().map(str::to_string);
+                }
+                forward(&state.upstream, ex, &parts, body).await
             }
-            // Stored responses (pagination of input items) and extra routes take a query.
-            if endpoint == Endpoint::Extra || response_id.is_some() {
-                ex.query = request.uri().query().map(str::to_string);
+            Some(Route::Forward(endpoint, ..)) => {
+                Err(method_not_allowed(&method, path, endpoint.methods()))
             }
-            forward(&state.upstream, ex, request).await
-        }
-        Some(Route::Forward(endpoint, ..)) => {
-            Err(method_not_allowed(&method, path, endpoint.methods()))
-        }
-        Some(_) if method != Method::GET && method != Method::HEAD => {
-            Err(method_not_allowed(&method, path, "GET, HEAD"))
-        }
-        Some(Route::Health) => Ok(health(&state)),
-        Some(Route::Metrics) => {
-            if registry.public_metrics {
-                Ok(metrics::response(
-                    &registry,
-                    &state.fleet,
-                    state.traces.as_deref(),
-                    state.is_draining(),
-                ))
-            } else {
-                Err(ApiError::unknown_route(
-                    "metrics are served on the admin listener only ([server] metrics = false)",
-                ))
+            Some(_) if method != Method::GET && method != Method::HEAD => {
+                Err(method_not_allowed(&method, path, "GET, HEAD"))
             }
-        }
-        Some(Route::Models) => list_models(&state, request.headers()),
-        Some(Route::Model(id)) => get_model(&state, request.headers(), id),
-    };
-    let mut response = result.unwrap_or_else(|e| {
-        tracing::debug!(request_id = %String::from_utf8_lossy(request_id.as_bytes()), status = %e.status, error = e.label(), message = %e.message, "request failed");
-        dialect.error_response(e)
-    });
-    response.headers_mut().insert(REQUEST_ID, request_id);
-    response
+            Some(Route::Health) => Ok(health(&state)),
+            Some(Route::Metrics) => {
+                if registry.public_metrics {
+                    Ok(metrics::response(
+                        &registry,
+                        &state.fleet,
+                        state.traces.as_deref(),
+                        state.is_draining(),
+                    ))
+                } else {
+                    Err(ApiError::unknown_route(
+                        "metrics are served on the admin listener only ([server] metrics = false)",
+                    ))
+                }
+            }
+            Some(Route::Models) => list_models(&state, &parts.headers),
+            Some(Route::Model(id)) => get_model(&state, &parts.headers, id),
+        };
+        let mut response = result.unwrap_or_else(|e| {
+            tracing::debug!(request_id = %String::from_utf8_lossy(request_id.as_bytes()), status = %e.status, error = e.label(), message = %e.message, "request failed");
+            dialect.error_response(e)
+        });
+        response.headers_mut().insert(REQUEST_ID, request_id);
+        Ok(response)
+    }
 }
 
 /// The answer to a request refused before it could be read (a malformed or oversized head):

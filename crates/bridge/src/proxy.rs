@@ -9,7 +9,8 @@
 //! is over (see [`crate::observe::record`]).
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response};
 use http_body::Body;
 
 use crate::body::BoxError;
@@ -30,14 +31,15 @@ use crate::upstream::client::{upstream_headers, Upstream};
 /// Forwards one request; the answer (or the error) carries Bridge's own time for it.
 pub async fn forward<B>(
     upstream: &Upstream,
-    mut ex: Exchange,
-    request: Request<B>,
+    mut ex: Box<Exchange>,
+    parts: &Parts,
+    body: B,
 ) -> Result<Response<ResBody>, ApiError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    match answer(upstream, &mut ex, request).await {
+    match answer(upstream, &mut ex, parts, body).await {
         Ok(mut response) => {
             ex.record.set_status(response.status().as_u16());
             let overhead = ex.record.overhead().as_micros() as u64;
@@ -75,7 +77,8 @@ where
 async fn answer<B>(
     upstream: &Upstream,
     ex: &mut Exchange,
-    request: Request<B>,
+    parts: &Parts,
+    body: B,
 ) -> Result<Response<ResBody>, ApiError>
 where
     B: Body<Data = Bytes>,
@@ -85,11 +88,10 @@ where
     // of disjoint fields: no reference count is taken for either.
     let registry = &ex.registry;
     let dialect = dialect::of(ex.endpoint);
-    let caller = auth::authenticate(&registry.keys, request.headers(), dialect.takes_x_api_key())?;
+    let caller = auth::authenticate(&registry.keys, &parts.headers, dialect.takes_x_api_key())?;
     ex.record.set_key(caller.label());
     ex.key = caller.label();
     ex.owner = caller.owner();
-    let (parts, body) = request.into_parts();
     if ex.response_id.is_none() {
         read::check_content_type(&parts.headers, dialect.takes_form())?;
     }
@@ -158,10 +160,10 @@ where
     // The engine kind: the one place that decides it.
     match api {
         Api::Openai => {
-            adapt_and_send(&OpenAiEngine, upstream, ex, &parts.headers, routed, body).await
+            adapt_and_send(&OpenAiEngine, upstream, ex, &parts.headers, &routed, body).await
         }
         Api::Predict => {
-            adapt_and_send(&PredictEngine, upstream, ex, &parts.headers, routed, body).await
+            adapt_and_send(&PredictEngine, upstream, ex, &parts.headers, &routed, body).await
         }
     }
 }
@@ -172,10 +174,10 @@ async fn adapt_and_send<E: Engine>(
     upstream: &Upstream,
     ex: &mut Exchange,
     client_headers: &HeaderMap,
-    routed: RoutedBody,
+    routed: &RoutedBody,
     body: Bytes,
 ) -> Result<Response<ResBody>, ApiError> {
-    let outgoing = engine.request(upstream, ex, &routed, &body).await?;
+    let outgoing = engine.request(upstream, ex, routed, &body).await?;
     drop(body);
     let engine_auth = ex
         .deployment

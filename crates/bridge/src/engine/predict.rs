@@ -80,13 +80,15 @@ impl Engine for PredictEngine {
                 "a predict deployment without its settings",
             ));
         };
-        relay(
+        // Boxed: the state of reading a predict answer would otherwise be part of every
+        // request's future, OpenAI-kind ones included (the proxy awaits either kind).
+        Box::pin(relay(
             answer,
             context,
             deployment.heartbeat,
             settings,
             &mut ex.record,
-        )
+        ))
         .await
     }
 }

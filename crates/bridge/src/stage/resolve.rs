@@ -69,9 +69,12 @@ pub async fn served_model(
     if let Some(name) = &deployment.served_model {
         return Ok(Arc::from(name.as_str()));
     }
-    let name = deployment
-        .reported_model
-        .get_or_try_init(|| async {
+    if let Some(name) = deployment.reported_model.get() {
+        return Ok(name.clone());
+    }
+    // Boxed: asked once per deployment, and its state would otherwise make every request's
+    // future larger.
+    let name = Box::pin(deployment.reported_model.get_or_try_init(|| async {
             // Never a replica that has not passed a check (any other, even unhealthy, may answer).
             let first_ready = deployment.replicas.iter().position(|r| !r.state.is_joining());
             let index = pick(deployment, &[], None).or(first_ready);
@@ -104,7 +107,7 @@ pub async fn served_model(
                     deployment.id, deployment.model_id
                 ))
             })?
-        })
+        }))
         .await?;
     Ok(name.clone())
 }

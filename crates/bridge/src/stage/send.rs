@@ -216,7 +216,8 @@ async fn parked(
     record: &mut Record,
 ) -> Result<Option<Arc<Deployment>>, ApiError> {
     let start = Instant::now();
-    let result = park(upstream, deployment, until).await;
+    // Boxed: parking is rare, and its state would otherwise make every request's future larger.
+    let result = Box::pin(park(upstream, deployment, until)).await;
     if let Some(trace) = record.trace() {
         trace.stage("park", start);
     }

@@ -6,10 +6,12 @@
 //! written). The client's headers are forwarded except those that describe the client's own
 //! connection or credentials; the engine gets the deployment's key instead, if it has one.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use tokio::sync::futures::OwnedNotified;
@@ -120,14 +122,18 @@ impl Upstream {
 
     /// Sends `request`, connecting within `connect` if no pooled connection is ready, and
     /// waits up to `first_byte` (connecting included) for the response headers.
-    pub async fn send(
+    ///
+    /// Not an `async fn`, which would keep a second copy of the request beside the pool's
+    /// future: every request's future is that much larger.
+    pub fn send(
         &self,
         request: Request<ReqBody>,
         connect: Duration,
         first_byte: Duration,
-    ) -> Result<Response<PooledBody>, ApiError> {
-        // Messages never name the replica's address: clients see them (the caller logs it).
-        match tokio::time::timeout(first_byte, self.pool.send(request, connect)).await {
+    ) -> impl Future<Output = Result<Response<PooledBody>, ApiError>> + '_ {
+        let sending = tokio::time::timeout(first_byte, self.pool.send(request, connect));
+        sending.map(move |result| match result {
+            // Messages never name the replica's address: clients see them (the caller logs it).
             Ok(Ok(response)) => Ok(response),
             Ok(Err(SendError::Connect(e))) => Err(ApiError::bad_gateway(format!(
                 "could not connect to the engine: {e}"
@@ -152,7 +158,7 @@ impl Upstream {
                 first_byte.as_millis()
             ))
             .upstream(UpstreamFailure::Timeout)),
-        }
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 //! The connections and their HTTP/1.1 are Bridge's own ([`super::conn`], [`super::wire`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -84,80 +85,92 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// Sends `request` (absolute URI) over a pooled connection, or a new one opened within
     /// `connect_timeout`.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: the head is written here, so the future holds its bytes and the body
+    /// instead of the whole request (and, as an `async fn` would, a second copy of it).
+    pub fn send(
         &self,
         request: Request<ReqBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<PooledBody>, SendError> {
-        let authority = request
-            .uri()
-            .authority()
-            .cloned()
-            .ok_or_else(|| SendError::Connect("no host".into()))?;
-        // HTTP/1.1 to an origin server: origin-form target and the authority as `host`.
-        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut head = Vec::with_capacity(512);
-        encode_head(
-            &mut head,
-            request.method(),
-            target,
-            authority.as_str(),
-            request.headers(),
-            request.body().len(),
-        );
-        for attempt in 0..=MAX_STALE_TRIES {
-            let (mut conn, reused, opened) = match self.checkout(&authority) {
-                Some(conn) if attempt < MAX_STALE_TRIES => (conn, true, None),
-                _ => {
-                    let start = Instant::now();
-                    let conn = connect(&authority, connect_timeout).await?;
-                    (conn, false, Some(Connected(start.elapsed())))
-                }
-            };
-            let sent_at = Instant::now();
-            if let Err(e) = conn.write_request(&head, request.body()).await {
-                if reused {
-                    // The pooled connection had gone stale; the engine cannot have acted on a
-                    // request it did not wholly receive. Another connection takes it.
-                    continue;
-                }
-                return Err(SendError::NotSent(e.to_string()));
+    ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + '_ {
+        let pool = self;
+        let head = match request.uri().authority() {
+            Some(authority) => {
+                // HTTP/1.1 to an origin server: origin-form target and the authority as `host`.
+                let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                let mut head = Vec::with_capacity(512);
+                encode_head(
+                    &mut head,
+                    request.method(),
+                    target,
+                    authority.as_str(),
+                    request.headers(),
+                    request.body().len(),
+                );
+                Ok((authority.clone(), head))
             }
-            match conn.read_response(request.method()).await {
-                Ok(response) => {
-                    let mut response = response.map(|reading| PooledBody {
-                        reading,
-                        give_back: Some(GiveBack {
-                            pool: Arc::downgrade(&self.inner),
-                            authority: authority.clone(),
-                        }),
-                    });
-                    // A body with nothing to read (204, HEAD) ends here.
-                    response.body_mut().give_back_if_done();
-                    if let Some(opened) = opened {
-                        // Only new connections pay for the extension map (traces read it).
-                        response.extensions_mut().insert(opened);
+            None => Err(SendError::Connect("no host".into())),
+        };
+        let (parts, body) = request.into_parts();
+        let method = parts.method;
+        async move {
+            let (authority, head) = head?;
+            for attempt in 0..=MAX_STALE_TRIES {
+                let (mut conn, reused, opened) = match pool.checkout(&authority) {
+                    Some(conn) if attempt < MAX_STALE_TRIES => (conn, true, None),
+                    _ => {
+                        let start = Instant::now();
+                        let conn = connect(&authority, connect_timeout).await?;
+                        (conn, false, Some(Connected(start.elapsed())))
                     }
-                    return Ok(response);
+                };
+                let sent_at = Instant::now();
+                if let Err(e) = conn.write_request(&head, &body).await {
+                    if reused {
+                        // The pooled connection had gone stale; the engine cannot have acted on a
+                        // request it did not wholly receive. Another connection takes it.
+                        continue;
+                    }
+                    return Err(SendError::NotSent(e.to_string()));
                 }
-                // A kept-alive connection the engine closed as the request went out: the close
-                // raced the request, no answer began, and it came too soon for the engine to
-                // have worked on it. Treated like an unwritten request.
-                Err(HeadError::ClosedEmpty) if reused && sent_at.elapsed() < STALE_CLOSE_WINDOW => {
-                    return Err(SendError::NotSent(
-                        "a kept-alive connection was closed as the request was sent".into(),
-                    ))
+                match conn.read_response(&method).await {
+                    Ok(response) => {
+                        let mut response = response.map(|reading| PooledBody {
+                            reading,
+                            give_back: Some(GiveBack {
+                                pool: Arc::downgrade(&pool.inner),
+                                authority: authority.clone(),
+                            }),
+                        });
+                        // A body with nothing to read (204, HEAD) ends here.
+                        response.body_mut().give_back_if_done();
+                        if let Some(opened) = opened {
+                            // Only new connections pay for the extension map (traces read it).
+                            response.extensions_mut().insert(opened);
+                        }
+                        return Ok(response);
+                    }
+                    // A kept-alive connection the engine closed as the request went out: the close
+                    // raced the request, no answer began, and it came too soon for the engine to
+                    // have worked on it. Treated like an unwritten request.
+                    Err(HeadError::ClosedEmpty)
+                        if reused && sent_at.elapsed() < STALE_CLOSE_WINDOW =>
+                    {
+                        return Err(SendError::NotSent(
+                            "a kept-alive connection was closed as the request was sent".into(),
+                        ))
+                    }
+                    Err(HeadError::ClosedEmpty) => {
+                        return Err(SendError::Closed(
+                            "the connection was closed before any response".into(),
+                        ))
+                    }
+                    Err(HeadError::Closed(e)) => return Err(SendError::Closed(e)),
+                    Err(HeadError::Invalid(e)) => return Err(SendError::Invalid(e.to_string())),
                 }
-                Err(HeadError::ClosedEmpty) => {
-                    return Err(SendError::Closed(
-                        "the connection was closed before any response".into(),
-                    ))
-                }
-                Err(HeadError::Closed(e)) => return Err(SendError::Closed(e)),
-                Err(HeadError::Invalid(e)) => return Err(SendError::Invalid(e.to_string())),
             }
+            Err(SendError::NotSent("no usable connection".into()))
         }
-        Err(SendError::NotSent("no usable connection".into()))
     }
 
     /// Closes idle connections that reached [`POOL_IDLE`], so none outlives it even when no
