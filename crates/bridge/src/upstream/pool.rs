@@ -93,7 +93,6 @@ impl Pool {
         request: Request<ReqBody>,
         connect_timeout: Duration,
     ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + '_ {
-        let pool = self;
         let head = match request.uri().authority() {
             Some(authority) => {
                 // HTTP/1.1 to an origin server: origin-form target and the authority as `host`.
@@ -116,7 +115,7 @@ impl Pool {
         async move {
             let (authority, head) = head?;
             for attempt in 0..=MAX_STALE_TRIES {
-                let (mut conn, reused, opened) = match pool.checkout(&authority) {
+                let (mut conn, reused, opened) = match self.checkout(&authority) {
                     Some(conn) if attempt < MAX_STALE_TRIES => (conn, true, None),
                     _ => {
                         let start = Instant::now();
@@ -138,7 +137,7 @@ impl Pool {
                         let mut response = response.map(|reading| PooledBody {
                             reading,
                             give_back: Some(GiveBack {
-                                pool: Arc::downgrade(&pool.inner),
+                                pool: Arc::downgrade(&self.inner),
                                 authority: authority.clone(),
                             }),
                         });
