@@ -79,7 +79,9 @@ def conversation(bridge, topic: str, turns: int = 4) -> list:
     return landed
 
 
-TOPICS = [f"animal number {i}" for i in range(24)]
+# 48, so that an even spread is told from a skewed one whatever ports the replicas got (their
+# addresses are hashed too): at 24, one replica in ~50 runs drew fewer than 3 of 8 expected.
+TOPICS = [f"animal number {i}" for i in range(48)]
 
 
 def test_each_conversation_stays_on_one_replica_and_conversations_spread(bridges):
@@ -91,7 +93,7 @@ def test_each_conversation_stays_on_one_replica_and_conversations_spread(bridges
     # A system prompt shared by every conversation does not send them all to one replica.
     counts = {r: list(where.values()).count(r) for r in set(where.values())}
     assert len(counts) == 3, counts
-    assert min(counts.values()) >= 3, counts
+    assert min(counts.values()) >= 6, counts
 
 
 def test_two_bridges_choose_the_same_replicas(bridges):
