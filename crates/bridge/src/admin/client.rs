@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request};
+use http::{header, HeaderValue, Method};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
 use crate::body::ReqBody;
 use crate::upstream::pool::Pool;
+use crate::upstream::request::{EngineRequest, HeaderLines};
 use clap::Subcommand;
 
 /// Time allowed for one admin call.
@@ -27,22 +28,19 @@ pub async fn call(
         .parse()
         .map_err(|e| format!("invalid admin URL '{base}': {e}"))?;
     let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let mut request = Request::new(ReqBody::new([payload.clone()]));
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(payload.len()));
+    let mut headers = HeaderLines::default();
     if body.is_some() {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        headers.push(
+            &header::CONTENT_TYPE,
+            &HeaderValue::from_static("application/json"),
         );
     }
     if let Some(key) = key {
         let value = HeaderValue::try_from(format!("Bearer {key}"))
             .map_err(|_| "the admin key has characters not allowed in a header".to_string())?;
-        headers.insert(header::AUTHORIZATION, value);
+        headers.push(&header::AUTHORIZATION, &value);
     }
+    let request = EngineRequest::new(method, uri, headers, ReqBody::new([payload]));
     let exchange = async {
         let response = Pool::default()
             .send(request, CALL_TIMEOUT)

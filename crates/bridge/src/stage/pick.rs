@@ -12,14 +12,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::{Method, Request};
+use http::Method;
 use tokio::time::Instant;
 
-use crate::body::ReqBody;
 use crate::config::registry::Deployment;
 use crate::error::ApiError;
 use crate::upstream::client::Upstream;
 use crate::upstream::health::PROBE_TIMEOUT;
+use crate::upstream::request::EngineRequest;
 
 /// How often a parked request looks again when the deployment has no health checks to wake it.
 const PARKED_POLL: Duration = Duration::from_millis(500);
@@ -129,9 +129,7 @@ pub async fn park(
     let notified = deployment.ready.notified();
     if let Some(url) = &wake.url {
         if !wake.called.swap(true, Ordering::Relaxed) {
-            let mut request = Request::new(ReqBody::empty());
-            *request.method_mut() = Method::POST;
-            *request.uri_mut() = url.clone();
+            let request = EngineRequest::bare(Method::POST, url.clone());
             tracing::info!(deployment = %deployment.id, url = %url, "calling the wake URL");
             if let Err(e) = upstream.send(request, PROBE_TIMEOUT, PROBE_TIMEOUT).await {
                 tracing::warn!(deployment = %deployment.id, error = %e.message, "wake URL failed");

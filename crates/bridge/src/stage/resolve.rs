@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderMap, Method};
+use http::{header, Method};
 use http_body_util::{BodyExt, Limited};
 
 use super::pick::pick;
@@ -17,7 +17,8 @@ use crate::body::ReqBody;
 use crate::config::keys::Caller;
 use crate::config::registry::{Deployment, Endpoint, Registry};
 use crate::error::ApiError;
-use crate::upstream::client::{build_request, Upstream};
+use crate::upstream::client::Upstream;
+use crate::upstream::request::{EngineRequest, HeaderLines};
 
 /// Time allowed to ask a replica for its model name.
 const MODEL_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,11 +85,11 @@ pub async fn served_model(
                     deployment.id, deployment.model_id
                 )));
             };
-            let mut headers = HeaderMap::new();
+            let mut headers = HeaderLines::default();
             if let Some(auth) = &deployment.upstream_auth {
-                headers.insert(header::AUTHORIZATION, auth.clone());
+                headers.push(&header::AUTHORIZATION, auth);
             }
-            let request = build_request(Method::GET, replica.uri(Endpoint::Models), headers, ReqBody::empty());
+            let request = EngineRequest::new(Method::GET, replica.uri(Endpoint::Models), headers, ReqBody::empty());
             let lookup = async {
                 let response = upstream.send(request, deployment.connect_timeout, MODEL_LOOKUP_TIMEOUT).await?;
                 let body = Limited::new(response.into_body(), 1 << 20).collect().await;

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use super::affinity::replica_index;
 use super::exchange::Exchange;
@@ -23,8 +23,9 @@ use crate::error::ApiError;
 use crate::error::UpstreamFailure;
 use crate::observe::record::Record;
 use crate::relay::lifetime::{EngineBody, Learner};
-use crate::upstream::client::{build_request, Upstream};
+use crate::upstream::client::Upstream;
 use crate::upstream::pool::Connected;
+use crate::upstream::request::{EngineRequest, HeaderLines};
 
 /// Sends to a replica picked by the balancer. A failure before any byte reached an engine is
 /// tried on another replica, within the deployment's `max_retries` and retry budget; nothing
@@ -33,7 +34,7 @@ pub async fn send(
     upstream: &Upstream,
     ex: &mut Exchange,
     endpoint: Endpoint,
-    headers: HeaderMap,
+    headers: HeaderLines,
     body: ReqBody,
 ) -> Result<Response<EngineBody>, ApiError> {
     // Disjoint fields: the deployment is read while the record is written.
@@ -121,7 +122,7 @@ pub async fn send(
         let Some(uri) = replica.uri_for(endpoint, tail, ex.query.as_deref()) else {
             return Err(ApiError::uri_too_long());
         };
-        let request = build_request(ex.method.clone(), uri, headers, body);
+        let request = EngineRequest::new(ex.method.clone(), uri, headers, body);
         let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
             let left = d.saturating_duration_since(tokio::time::Instant::now());
             deployment.first_byte_timeout.min(left)
@@ -230,7 +231,7 @@ async fn resend(
     upstream: &Upstream,
     ex: &mut Exchange,
     endpoint: Endpoint,
-    next: Option<(HeaderMap, ReqBody)>,
+    next: Option<(HeaderLines, ReqBody)>,
     newer: Arc<Deployment>,
 ) -> Result<Response<EngineBody>, ApiError> {
     // A request for a response held by one replica follows that replica into the new list.

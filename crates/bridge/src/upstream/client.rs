@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri};
+use http::Response;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use super::pool::{Pool, PooledBody, SendError};
-use crate::body::ReqBody;
+use super::request::{EngineRequest, HeaderLines};
 use crate::error::ApiError;
 use crate::error::UpstreamFailure;
 use crate::headers::REQUEST_ID;
@@ -127,7 +127,7 @@ impl Upstream {
     /// future: every request's future is that much larger.
     pub fn send(
         &self,
-        request: Request<ReqBody>,
+        request: EngineRequest,
         connect: Duration,
         first_byte: Duration,
     ) -> impl Future<Output = Result<Response<PooledBody>, ApiError>> + '_ {
@@ -162,16 +162,15 @@ impl Upstream {
     }
 }
 
-/// The engine's headers, built from the client's in one pass: each kept header is hashed once,
-/// where removing every unwanted name from the client's map hashed 16 names per request.
+/// The engine's header lines, written from the client's headers in one pass (see
+/// [`HeaderLines`] for why not a second map). The `content-length` is the head's own.
 pub fn upstream_headers(
     client: &HeaderMap,
     request_id: &HeaderValue,
     upstream_auth: Option<&HeaderValue>,
-    content_length: u64,
-) -> HeaderMap {
+) -> HeaderLines {
     let listed = connection_listed(client);
-    let mut out = HeaderMap::with_capacity(client.len() + 4);
+    let mut out = HeaderLines::with_capacity(256);
     for (name, value) in client {
         let stripped = STRIP_REQUEST.contains(name)
             || STRIP_REQUEST_NAMED.contains(&name.as_str())
@@ -180,18 +179,17 @@ pub fn upstream_headers(
             || name.as_str().starts_with("x-forwarded-")
             || listed.contains(name);
         if !stripped {
-            out.append(name.clone(), value.clone());
+            out.push(name, value);
         }
     }
     // Plain bytes from the engine: Bridge inspects streams, and loopback/LAN bandwidth is cheap.
-    out.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
+    out.push(
+        &header::ACCEPT_ENCODING,
+        &HeaderValue::from_static("identity"),
     );
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
-    out.insert(REQUEST_ID, request_id.clone());
+    out.push(&REQUEST_ID, request_id);
     if let Some(auth) = upstream_auth {
-        out.insert(header::AUTHORIZATION, auth.clone());
+        out.push(&header::AUTHORIZATION, auth);
     }
     out
 }
@@ -205,18 +203,4 @@ pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect()
-}
-
-/// Builds a request to `uri` with the prepared headers.
-pub fn build_request(
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: ReqBody,
-) -> Request<ReqBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
-    request
 }

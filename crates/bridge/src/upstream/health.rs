@@ -11,11 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
 use http_body_util::BodyExt;
 
 use super::pool::Pool;
-use crate::body::ReqBody;
+use super::request::EngineRequest;
 use crate::config::live::Live;
 use crate::config::registry::{Deployment, Registry};
 
@@ -116,8 +115,7 @@ pub async fn check_joining(registry: &Registry) {
 }
 
 async fn probe(pool: &Pool, uri: http::Uri, timeout: Duration) -> bool {
-    let mut request = Request::new(ReqBody::empty());
-    *request.uri_mut() = uri;
+    let request = EngineRequest::bare(http::Method::GET, uri);
     let answer = async {
         let response = pool.send(request, timeout).await.ok()?;
         let ok = response.status().is_success();

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::conn::{Conn, HeadError, Reading};
+use super::request::EngineRequest;
 use super::wire::encode_head;
-use crate::body::ReqBody;
 
 /// Idle pooled connections are not reused after this long (vLLM/uvicorn close theirs at 5 s).
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -90,28 +90,27 @@ impl Pool {
     /// instead of the whole request (and, as an `async fn` would, a second copy of it).
     pub fn send(
         &self,
-        request: Request<ReqBody>,
+        request: EngineRequest,
         connect_timeout: Duration,
     ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + '_ {
-        let head = match request.uri().authority() {
+        let head = match request.uri.authority() {
             Some(authority) => {
                 // HTTP/1.1 to an origin server: origin-form target and the authority as `host`.
-                let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-                let mut head = Vec::with_capacity(512);
+                let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+                let mut head = Vec::with_capacity(256 + request.headers.as_bytes().len());
                 encode_head(
                     &mut head,
-                    request.method(),
+                    &request.method,
                     target,
                     authority.as_str(),
-                    request.headers(),
-                    request.body().len(),
+                    request.headers.as_bytes(),
+                    request.body.len(),
                 );
                 Ok((authority.clone(), head))
             }
             None => Err(SendError::Connect("no host".into())),
         };
-        let (parts, body) = request.into_parts();
-        let method = parts.method;
+        let EngineRequest { method, body, .. } = request;
         async move {
             let (authority, head) = head?;
             for attempt in 0..=MAX_STALE_TRIES {

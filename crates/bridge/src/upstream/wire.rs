@@ -34,15 +34,15 @@ pub enum WireError {
     Incomplete,
 }
 
-/// Writes the request head: request line, `host`, `headers` (any `host` among them is
-/// ignored), and a `content-length` when the headers have none and the request has a body (or
-/// a method that expects one).
+/// Writes the request head: request line, `host`, the header `lines` (which hold neither
+/// `host` nor `content-length`), and a `content-length` when the request has a body or a
+/// method that expects one.
 pub fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     host: &str,
-    headers: &HeaderMap,
+    lines: &[u8],
     body_len: u64,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -51,17 +51,9 @@ pub fn encode_head(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == header::HOST {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(lines);
     let expects_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
-    if (body_len > 0 || expects_body) && !headers.contains_key(header::CONTENT_LENGTH) {
+    if body_len > 0 || expects_body {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         out.extend_from_slice(b"\r\n");
