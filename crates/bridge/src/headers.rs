@@ -18,6 +18,30 @@ pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 /// Tells nginx in front of Bridge not to buffer a stream.
 pub const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
+/// Response headers that stop at Bridge, dropped as an engine's response head is read.
+/// The hop-by-hop ones describe the engine's connection (RFC 9110 §7.6.1); the rest would
+/// mislead Bridge's clients: the engine's date, server, cookies, alternative services, auth
+/// challenges and security policy are about the engine, and Bridge sets its own request id.
+/// Any other name the engine's `connection` header lists is dropped too.
+pub const ENGINE_ONLY: [&str; 16] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "upgrade",
+    "date",
+    "server",
+    "set-cookie",
+    "alt-svc",
+    "www-authenticate",
+    "proxy-authenticate",
+    "strict-transport-security",
+    "x-request-id",
+];
+
 /// A `content-length` value: ASCII digits only, at most 19.
 pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {

@@ -11,9 +11,7 @@ use http::{header, HeaderValue, Response};
 use super::{Engine, Outgoing};
 use crate::dialect;
 use crate::error::ApiError;
-use crate::relay::head::{
-    compressed_stream, engine_error, is_compressed, mark_sse, strip_response_headers,
-};
+use crate::relay::head::{compressed_stream, engine_error, is_compressed, mark_sse};
 use crate::relay::lifetime::EngineBody;
 use crate::relay::ResBody;
 use crate::stage::exchange::Exchange;
@@ -77,7 +75,6 @@ impl Engine for OpenAiEngine {
             body.settle();
             return Err(engine_error(parts.status, &parts.headers, body).await);
         }
-        strip_response_headers(&mut parts.headers);
         let is_sse = parts
             .headers
             .get(header::CONTENT_TYPE)

@@ -1,68 +1,26 @@
 //! The head of an engine's answer: what of it reaches the client, and engine errors.
 //!
-//! Hop-by-hop and misleading headers are stripped, streams are marked uncacheable and
-//! unbuffered, compressed streams are refused (Bridge never inflates), and an engine's error
-//! (non-2xx) is read, bounded in size and time, and normalised to the OpenAI envelope.
+//! Streams are marked uncacheable and unbuffered, compressed streams are refused (Bridge never
+//! inflates), and an engine's error (non-2xx) is read, bounded in size and time, and normalised
+//! to the OpenAI envelope. The engine's hop-by-hop and misleading headers never get here: the
+//! engine side drops them as it reads the head ([`crate::headers::ENGINE_ONLY`]).
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::StatusCode;
 use http_body_util::BodyExt;
 
 use super::lifetime::EngineBody;
 use crate::error::ApiError;
 use crate::headers::ACCEL_BUFFERING;
-use crate::upstream::client::connection_listed;
 
 /// Largest engine error body read; past it the message is cut.
 pub const MAX_ERROR_BODY: usize = 64 << 10;
 /// Time allowed to read an engine's error body.
 const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Response headers that describe the engine's connection, that Bridge sets itself, or that
-/// would mislead Bridge's clients (the engine's cookies, its alternative services, its auth
-/// challenges and security policies are about the engine, not about Bridge).
-const STRIP_RESPONSE: [HeaderName; 12] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::CONTENT_LENGTH,
-    header::UPGRADE,
-    header::TRAILER,
-    header::DATE,
-    header::SERVER,
-    header::SET_COOKIE,
-    header::ALT_SVC,
-    header::WWW_AUTHENTICATE,
-    header::PROXY_AUTHENTICATE,
-    header::STRICT_TRANSPORT_SECURITY,
-];
-
-/// More engine response headers that are connection-scoped under other names.
-const STRIP_RESPONSE_NAMED: [&str; 3] = ["keep-alive", "proxy-connection", "x-request-id"];
-
-/// Removes hop-by-hop and misleading headers from an engine's response (those the engine
-/// listed in its own `Connection` header too).
-///
-/// Only the names present are removed (usually `date`, `server`, `content-length`): removing
-/// every unwanted name in turn would hash 15 names per response.
-pub fn strip_response_headers(headers: &mut HeaderMap) {
-    let listed = connection_listed(headers);
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            STRIP_RESPONSE.contains(name)
-                || STRIP_RESPONSE_NAMED.contains(&name.as_str())
-                || listed.contains(name)
-        })
-        .cloned()
-        .collect();
-    for name in &present {
-        headers.remove(name);
-    }
-}
 
 /// Whether the engine compressed its answer despite `accept-encoding: identity`.
 pub fn is_compressed(headers: &HeaderMap) -> bool {

@@ -9,9 +9,12 @@
 //! tests and the fuzz target (`fuzz/fuzz_targets/engine_response.rs`) drive it directly.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use crate::headers::{has_token, parse_decimal};
+use crate::headers::ENGINE_ONLY;
+
+mod hop;
+use hop::Hop;
 
 /// A response head larger than this is refused (hyper's client allowed ~400 KiB; engines send
 /// well under 1 KiB).
@@ -128,16 +131,33 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, WireErr
     if status.is_informational() && !switch {
         return Ok(Parsed::Informational(len));
     }
+    // What this hop needs (framing, keep-alive, the names `connection` lists) is read from the
+    // raw headers; only the headers that go on to the client are put into the map.
+    let mut hop = Hop::default();
+    for h in response.headers.iter() {
+        hop.note(h.name, h.value);
+    }
     // Offsets of each name and value, so the values can share the head's bytes once frozen.
     let base = buf.as_ptr() as usize;
     let mut spans = Vec::with_capacity(response.headers.len());
     for h in response.headers.iter() {
+        let stops = ENGINE_ONLY.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+            || hop.listed.iter().any(|n| h.name.eq_ignore_ascii_case(n));
+        if stops {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| WireError::Invalid("invalid header name"))?;
         let start = h.value.as_ptr() as usize - base;
         spans.push((name, start, start + h.value.len()));
     }
     let http10 = response.version == Some(0);
+    let framing = if switch {
+        Framing::Empty
+    } else {
+        hop.framing(method, status)?
+    };
+    let keep_alive = !http10 && !switch && framing != Framing::UntilClose && !hop.close;
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len());
     for (name, start, end) in spans {
@@ -145,57 +165,12 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, WireErr
             .map_err(|_| WireError::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
-    let framing = if switch {
-        Framing::Empty
-    } else {
-        framing(method, status, &headers)?
-    };
-    let keep_alive = !http10
-        && !switch
-        && framing != Framing::UntilClose
-        && !has_token(&headers, header::CONNECTION, "close");
     Ok(Parsed::Final(Head {
         status,
         headers,
         framing,
         keep_alive,
     }))
-}
-
-/// RFC 9112 §6.3: a body's length from the request method, the status and the headers.
-fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, WireError> {
-    if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Empty);
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Chunked must be the last coding; anything else is read until the close.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::UntilClose,
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_decimal(part.trim_ascii())
-                .ok_or(WireError::Invalid("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(WireError::Invalid("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
 /// Where a body's decoder is.

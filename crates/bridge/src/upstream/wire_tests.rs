@@ -157,6 +157,29 @@ fn keep_alive_ends_with_close_or_http_1_0() {
 }
 
 #[test]
+fn headers_that_stop_at_bridge_never_reach_the_map() {
+    let head = final_head(
+        "HTTP/1.1 200 OK\r\nDate: Thu, 03 Dec 2026 10:00:00 GMT\r\nServer: uvicorn\r\n\
+         X-Secret: 1\r\nContent-Type: text/plain\r\nConnection: keep-alive, x-secret\r\n\
+         Keep-Alive: timeout=5\r\nSet-Cookie: a=b\r\nx-request-id: theirs\r\n\
+         Content-Length: 2\r\nretry-after: 3\r\n\r\n",
+    );
+    let names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["content-type", "retry-after"]);
+    assert_eq!(head.framing, Framing::Length(2));
+    assert!(head.keep_alive);
+    // A transfer-encoding whose value is not text still rules out the content-length.
+    let mut buf = BytesMut::from(
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: \xffchunked\r\ncontent-length: 3\r\n\r\n"[..],
+    );
+    let Parsed::Final(odd) = parse_head(&mut buf, &Method::POST).unwrap() else {
+        panic!()
+    };
+    assert_eq!(odd.framing, Framing::UntilClose);
+    assert!(odd.headers.is_empty());
+}
+
+#[test]
 fn hostile_heads_are_refused() {
     for bad in [
         "HTTP/1.1 2000 OK\r\n\r\n",
