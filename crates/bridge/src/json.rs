@@ -187,8 +187,7 @@ pub fn ws(b: &[u8], mut i: usize) -> usize {
 /// Skips one complete JSON value starting at `i` (which must not be whitespace) and returns the
 /// index just past it. Containers are tracked on an explicit stack, never by recursion.
 pub fn skip_value(b: &[u8], mut i: usize) -> Result<usize, JsonError> {
-    // true = inside an object, false = inside an array.
-    let mut stack: Vec<bool> = Vec::new();
+    let mut stack = Containers::default();
     'value: loop {
         match b.get(i) {
             Some(b'{') | Some(b'[') => {
@@ -219,7 +218,7 @@ pub fn skip_value(b: &[u8], mut i: usize) -> Result<usize, JsonError> {
         }
         // After a value: close containers or move to the next element.
         loop {
-            let Some(&is_object) = stack.last() else {
+            let Some(is_object) = stack.last() else {
                 return Ok(i);
             };
             i = ws(b, i);
@@ -243,6 +242,37 @@ pub fn skip_value(b: &[u8], mut i: usize) -> Result<usize, JsonError> {
                 _ => return Err(syntax("expected ',' or a closing bracket", i)),
             }
         }
+    }
+}
+
+/// The containers a value is inside, one bit each (set: an object; clear: an array), on the
+/// stack: a `Vec<bool>` allocated for every request whose body nests anything.
+#[derive(Default)]
+struct Containers {
+    bits: [u64; MAX_DEPTH / 64],
+    len: usize,
+}
+
+impl Containers {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The caller keeps `len` below [`MAX_DEPTH`].
+    fn push(&mut self, is_object: bool) {
+        let (word, bit) = (self.len / 64, self.len % 64);
+        self.bits[word] = (self.bits[word] & !(1 << bit)) | (u64::from(is_object) << bit);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) {
+        self.len -= 1;
+    }
+
+    /// Whether the innermost container is an object; `None` outside any.
+    fn last(&self) -> Option<bool> {
+        let top = self.len.checked_sub(1)?;
+        Some(self.bits[top / 64] >> (top % 64) & 1 == 1)
     }
 }
 
