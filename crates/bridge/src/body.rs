@@ -25,7 +25,11 @@ pub struct ReqBody {
 impl ReqBody {
     /// A body of these parts, in order (empty ones are skipped).
     pub fn new(parts: impl IntoIterator<Item = Bytes>) -> Self {
-        let parts: VecDeque<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        // Through a `Vec`: collecting a `Vec`'s parts reuses its buffer, and a `VecDeque` takes it
+        // over as it is (collected straight into a `VecDeque`, the filtered parts grew one).
+        let mut parts: Vec<Bytes> = parts.into_iter().collect();
+        parts.retain(|p| !p.is_empty());
+        let parts = VecDeque::from(parts);
         let remaining = parts.iter().map(|p| p.len() as u64).sum();
         ReqBody { parts, remaining }
     }
