@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{sleep, sleep_until};
 
 use crate::body::BoxError;
 use crate::config::response_ids::{Made, ResponseIds};
@@ -86,10 +87,12 @@ fn first_id(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(&rest[..end]).ok()
 }
 
-/// Time limits on a response body.
+/// Time limits on a response body. Its timers are made when the body first waits for the
+/// engine: a whole answer that came with its head (most non-stream answers) needs none.
 struct Limits {
     idle: Duration,
-    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    total_deadline: Option<tokio::time::Instant>,
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     total_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -149,10 +152,9 @@ impl Body for EngineBody {
 
                 if let Some(limits) = self.limits.as_mut() {
                     let idle = limits.idle;
-                    limits
-                        .idle_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + idle);
+                    if let Some(timer) = limits.idle_timer.as_mut() {
+                        timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                    }
                 }
             }
         }
@@ -171,13 +173,16 @@ impl Body for EngineBody {
 impl Limits {
     /// Which limit expired, if one did (registers the timers' wake-ups otherwise).
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<String> {
-        if self.idle_timer.as_mut().poll(cx).is_ready() {
+        let idle = self.idle;
+        let idle_timer = (self.idle_timer).get_or_insert_with(|| Box::pin(sleep(idle)));
+        if idle_timer.as_mut().poll(cx).is_ready() {
             return Some(format!(
                 "the engine sent nothing for {} ms",
                 self.idle.as_millis()
             ));
         }
-        let total = self.total_timer.as_mut()?;
+        let deadline = self.total_deadline?;
+        let total = (self.total_timer).get_or_insert_with(|| Box::pin(sleep_until(deadline)));
         total
             .as_mut()
             .poll(cx)
@@ -226,8 +231,9 @@ impl EngineBody {
     pub fn limit(&mut self, idle: Duration, total_deadline: Option<tokio::time::Instant>) {
         self.limits = Some(Box::new(Limits {
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
-            total_timer: total_deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            total_deadline,
+            idle_timer: None,
+            total_timer: None,
         }));
     }
 
