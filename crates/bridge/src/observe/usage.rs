@@ -128,15 +128,21 @@ fn counts(text: &[u8], prompt: &Key, completion: &Key) -> Option<(u64, u64)> {
         return None;
     }
     // The object's extent: usage holds numbers and nested objects, no strings with braces.
-    let mut depth = 0usize;
-    let end = text.iter().position(|&b| {
-        match b {
-            b'{' => depth += 1,
-            b'}' => depth -= 1,
-            _ => {}
+    // From brace to brace (SIMD), not byte by byte.
+    let (mut depth, mut at) = (0usize, 0);
+    let end = loop {
+        at += memchr::memchr2(b'{', b'}', &text[at..])?;
+        if text[at] == b'{' {
+            depth += 1;
+        } else {
+            // `text` starts with `{`: the depth is at least 1 here.
+            depth -= 1;
+            if depth == 0 {
+                break at;
+            }
         }
-        depth == 0
-    })?;
+        at += 1;
+    };
     let object = &text[..=end];
     let count = |key: &Key| -> Option<u64> {
         let at = key.find(object)?;
