@@ -213,7 +213,12 @@ pub fn encode_response(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // Whether `date` and `content-length` were given is noted on the way (two lookups in the
+    // map hashed both names for every answer).
+    let (mut has_date, mut has_length) = (false, false);
     for (name, value) in headers {
+        has_date |= name == header::DATE;
+        has_length |= name == header::CONTENT_LENGTH;
         if name == header::CONNECTION
             || name == header::TRANSFER_ENCODING
             || name == "keep-alive"
@@ -226,13 +231,13 @@ pub fn encode_response(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if !has_date {
         out.extend_from_slice(b"date: ");
         date(out);
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        Framing::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+        Framing::Length(n) if !has_length => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
