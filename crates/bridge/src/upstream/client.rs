@@ -170,7 +170,8 @@ pub fn upstream_headers(
     upstream_auth: Option<&HeaderValue>,
 ) -> HeaderLines {
     let listed = connection_listed(client);
-    let mut out = HeaderLines::with_capacity(256);
+    // About a line's worth per header, Bridge's four included: SDK clients send ~15 headers.
+    let mut out = HeaderLines::with_capacity(64 * (client.len() + 4));
     for (name, value) in client {
         let stripped = STRIP_REQUEST.contains(name)
             || STRIP_REQUEST_NAMED.contains(&name.as_str())

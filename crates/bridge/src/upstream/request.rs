@@ -4,7 +4,7 @@
 //! Why lines and not a header map: Bridge only forwards the client's headers (less the ones
 //! [`super::client::upstream_headers`] strips) and adds a few; nothing reads them again. Built
 //! as a second `HeaderMap`, each kept header was hashed into it and the map then walked to be
-//! written, ~1,500 instructions per request; as lines, each is copied once.
+//! written, ~2,000 instructions per request (callgrind); as lines, each is copied once.
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Uri};
