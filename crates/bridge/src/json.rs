@@ -245,8 +245,8 @@ pub fn skip_value(b: &[u8], mut i: usize) -> Result<usize, JsonError> {
     }
 }
 
-/// The containers a value is inside, one bit each (set: an object; clear: an array), on the
-/// stack: a `Vec<bool>` allocated for every request whose body nests anything.
+/// The containers a value is inside, one bit each (set: an object; clear: an array), kept on
+/// the stack: the `Vec<bool>` this replaced was allocated for every body that nests anything.
 #[derive(Default)]
 struct Containers {
     bits: [u64; MAX_DEPTH / 64],

@@ -174,7 +174,7 @@ impl Limits {
     /// Which limit expired, if one did (registers the timers' wake-ups otherwise).
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<String> {
         let idle = self.idle;
-        let idle_timer = (self.idle_timer).get_or_insert_with(|| Box::pin(sleep(idle)));
+        let idle_timer = self.idle_timer.get_or_insert_with(|| Box::pin(sleep(idle)));
         if idle_timer.as_mut().poll(cx).is_ready() {
             return Some(format!(
                 "the engine sent nothing for {} ms",
@@ -182,7 +182,9 @@ impl Limits {
             ));
         }
         let deadline = self.total_deadline?;
-        let total = (self.total_timer).get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        let total = self
+            .total_timer
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
         total
             .as_mut()
             .poll(cx)
