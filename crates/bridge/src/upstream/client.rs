@@ -196,7 +196,7 @@ pub fn upstream_headers(
 }
 
 /// The headers a message's `Connection` header lists: hop-by-hop too (rare: only then parsed).
-pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
