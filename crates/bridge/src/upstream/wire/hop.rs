@@ -36,11 +36,12 @@ impl<'a> Hop<'a> {
         } else if !name.eq_ignore_ascii_case("connection") {
             return;
         }
-        // Tokens are read as `HeaderValue::to_str` would have them: other bytes say nothing.
-        let Some(text) = std::str::from_utf8(value)
-            .ok()
-            .filter(|_| value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
-        else {
+        // Tokens are read as `HeaderValue::to_str` would have them: a value with bytes other
+        // than visible ASCII says nothing (and one without them is UTF-8).
+        if !value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(value) else {
             return;
         };
         let mut tokens = text.split(',').map(str::trim).filter(|t| !t.is_empty());
