@@ -17,6 +17,9 @@ script runs (it answers every OTLP export with 200), e.g. traces for every reque
 A fifth argument adds lines to the deployment's table, e.g. `balance = "prefix"`; when it sets
 `replicas`, `{sim_url}` in it is the engine's URL (the same engine may be listed several times).
 
+`HEADERS=sdk` sends the sixteen headers the official Python SDK sends on every call (nine of them
+`X-Stainless-*`) instead of one `content-type`.
+
 Needs valgrind (Debian: valgrind). One worker; the engine runs outside valgrind."""
 import http.client, http.server, json, os, re, signal, subprocess, sys, tempfile, threading, time
 
@@ -35,6 +38,16 @@ if "{collector}" in top_extra:
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     top_extra = top_extra.replace("{collector}", f"http://127.0.0.1:{sink.server_address[1]}")
 counts = (500, 2500)
+headers = {"content-type": "application/json"}
+if os.environ.get("HEADERS") == "sdk":
+    headers = {"Content-Type": "application/json", "Accept": "application/json",
+               "Accept-Encoding": "gzip, deflate", "User-Agent": "OpenAI/Python 1.99.0",
+               "Authorization": "Bearer sk-test", "X-Stainless-Lang": "python",
+               "X-Stainless-Package-Version": "1.99.0", "X-Stainless-OS": "Linux",
+               "X-Stainless-Arch": "x64", "X-Stainless-Runtime": "CPython",
+               "X-Stainless-Runtime-Version": "3.11.2", "X-Stainless-Async": "false",
+               "X-Stainless-Retry-Count": "0", "X-Stainless-Read-Timeout": "600",
+               "Connection": "keep-alive"}
 body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hello there, how are you today?"}],
                    "max_tokens": 16, "baseten": {"model_id": "m"}})
 cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
@@ -49,7 +62,7 @@ for n in counts:
     addr = re.search(r"http://([\d.]+):(\d+)", line)
     conn = http.client.HTTPConnection(addr.group(1), int(addr.group(2)))
     for _ in range(n):
-        conn.request("POST", "/v1/direct/chat/completions", body, {"content-type": "application/json"})
+        conn.request("POST", "/v1/direct/chat/completions", body, headers)
         r = conn.getresponse(); r.read()
         assert r.status == 200, r.status
     conn.close()

@@ -9,11 +9,14 @@
 //!    smuggling shape), and a length-delimited body yields exactly its length when it ends.
 //! 4. The accepted headers, written back as a response head, parse as one, with the same
 //!    values (what Bridge relays to a client is well-formed).
+//! 5. The forward-only headers, kept as the engine's lines, parse as header lines: each a
+//!    forward-only name in lowercase (what Bridge sends an engine is well-formed).
 #![no_main]
 
 mod common;
 
 use bridge::server::head::{encode_response, parse_request, BodyLength, Framing};
+use bridge::upstream::request::is_forward_only;
 use bridge::upstream::wire::{Decoded, Decoder, Framing as WireFraming};
 use bytes::BytesMut;
 use http::{header, StatusCode};
@@ -27,6 +30,7 @@ enum Outcome {
         method: String,
         target: String,
         headers: Vec<(String, Vec<u8>)>,
+        forward_only: Vec<u8>,
         body_length: BodyLength,
         keep_alive: bool,
         expect_continue: bool,
@@ -53,6 +57,18 @@ fn run(chunks: &[&[u8]]) -> Outcome {
             && head.headers.contains_key(header::CONTENT_LENGTH)),
         "both framing headers accepted"
     );
+    let lines = [head.forward_only.as_bytes(), b"\r\n"].concat();
+    let mut slots = vec![httparse::EMPTY_HEADER; lines.len() / 4 + 1];
+    match httparse::parse_headers(&lines, &mut slots) {
+        Ok(httparse::Status::Complete((len, parsed))) => {
+            assert_eq!(len, lines.len());
+            for h in parsed {
+                assert!(is_forward_only(h.name.as_bytes()), "{} in the lines", h.name);
+                assert!(!h.name.bytes().any(|b| b.is_ascii_uppercase()), "{}", h.name);
+            }
+        }
+        other => panic!("the forward-only lines do not parse: {other:?}"),
+    }
     let mut decoder = Decoder::new(match head.body {
         BodyLength::Length(n) => WireFraming::Length(n),
         BodyLength::Chunked => WireFraming::Chunked,
@@ -110,6 +126,7 @@ fn run(chunks: &[&[u8]]) -> Outcome {
             .iter()
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
             .collect(),
+        forward_only: head.forward_only.as_bytes().to_vec(),
         body_length: head.body,
         keep_alive: head.keep_alive,
         expect_continue: head.expect_continue,

@@ -31,6 +31,7 @@ use crate::relay::ResBody;
 use crate::stage::auth::authenticate;
 use crate::stage::exchange::Exchange;
 use crate::upstream::client::Upstream;
+use crate::upstream::request::ForwardOnly;
 
 /// What every request on one worker shares: the routing table in force, the worker's upstream
 /// connection pool, and whether Bridge is stopping.
@@ -78,11 +79,6 @@ impl AppState {
         self.draining.load(Ordering::Relaxed)
     }
 }
-
-/// Most request headers accepted (431 past it).
-pub const MAX_HEADERS: usize = 100;
-/// Most bytes of request header names and values accepted (431 past it).
-pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
 /// Longest client-supplied `x-request-id` kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -172,8 +168,9 @@ where
     B::Error: Into<BoxError>,
 {
     let request_id = request_id(request.headers().get(REQUEST_ID));
-    let (parts, body) = request.into_parts();
-    dispatch(state, parts, body, request_id)
+    let (mut parts, body) = request.into_parts();
+    let forward_only = parts.extensions.remove::<ForwardOnly>();
+    dispatch(state, parts, body, request_id, forward_only)
 }
 
 // An `async fn` would hold its arguments twice (see `handle`).
@@ -183,6 +180,7 @@ fn dispatch<B>(
     parts: Parts,
     body: B,
     request_id: HeaderValue,
+    forward_only: Option<ForwardOnly>,
 ) -> impl Future<Output = Result<Response<ResBody>, Infallible>>
 where
     B: Body<Data = Bytes>,
@@ -204,15 +202,6 @@ where
             _ => Endpoint::Models,
         });
         let result = match route {
-            _ if parts.headers.len() > MAX_HEADERS => Err(ApiError::headers_too_large(format!(
-                "the request has {} headers; at most {MAX_HEADERS} are accepted",
-                parts.headers.len()
-            ))),
-            _ if header_bytes(&parts.headers) > MAX_HEADER_BYTES => {
-                Err(ApiError::headers_too_large(format!(
-                    "the request headers are larger than {MAX_HEADER_BYTES} bytes"
-                )))
-            }
             None => Err(ApiError::unknown_route(format!(
                 "unknown route: {method} {path}"
             ))),
@@ -234,6 +223,9 @@ where
                     trace.method(&method);
                 }
                 ex.method = method.clone();
+                if let Some(ForwardOnly(lines)) = forward_only {
+                    ex.forward_only = lines;
+                }
                 ex.response_id = response_id.map(str::to_string);
                 if endpoint == Endpoint::Extra {
                     ex.extra_route = extra_path(path).map(str::to_string);
@@ -295,13 +287,6 @@ fn health(state: &AppState) -> Response<ResBody> {
         return response;
     }
     Response::new(ResBody::full("ok"))
-}
-
-fn header_bytes(headers: &http::HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum()
 }
 
 fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiError {

@@ -183,7 +183,8 @@ async fn adapt_and_send<E: Engine>(
         .deployment
         .as_ref()
         .and_then(|d| d.upstream_auth.as_ref());
-    let mut headers = upstream_headers(client_headers, &ex.request_id, engine_auth);
+    let forward_only = std::mem::take(&mut ex.forward_only);
+    let mut headers = upstream_headers(client_headers, forward_only, &ex.request_id, engine_auth);
     // A traced request's engine joins its trace under the engine span (`tracestate` passes
     // through as the client sent it); an untraced one passes the client's `traceparent` on.
     if let Some(traceparent) = ex.record.trace().and_then(|t| t.traceparent()) {

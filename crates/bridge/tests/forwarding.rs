@@ -86,6 +86,39 @@ async fn credentials_and_hop_by_hop_headers_stay_behind() {
 }
 
 #[tokio::test]
+async fn the_sdks_headers_reach_the_engine_once_unless_connection_names_them() {
+    let engine = Capture::json(200, json!({})).await;
+    let bridge = Bridge::start(&one_model(&engine.server.base())).await;
+    let url = bridge.url("/v1/direct/chat/completions");
+    // The Python SDK's own casing, and fetch's two.
+    let sdk = [
+        ("Accept", "application/json"),
+        ("User-Agent", "OpenAI/Python 1.99.0"),
+        ("X-Stainless-OS", "Linux"),
+        ("X-Stainless-Retry-Count", "1"),
+        ("accept-language", "*"),
+        ("sec-fetch-mode", "cors"),
+    ];
+    let reply = post_with(&url, chat("m"), &sdk).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = engine.last().headers;
+    for (name, value) in sdk {
+        let all: Vec<_> = seen.get_all(name).iter().collect();
+        assert_eq!(all, [value], "{name}");
+    }
+    let mut listed = sdk.to_vec();
+    listed.push(("connection", "keep-alive, User-Agent"));
+    let reply = post_with(&url, chat("m"), &listed).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = engine.last().headers;
+    assert!(
+        !seen.contains_key("user-agent"),
+        "a hop-by-hop header was forwarded"
+    );
+    assert_eq!(seen["x-stainless-os"], "Linux");
+}
+
+#[tokio::test]
 async fn request_id_is_kept_or_made_and_travels_both_ways() {
     let engine = Capture::json(200, json!({})).await;
     let bridge = Bridge::start(&one_model(&engine.server.base())).await;

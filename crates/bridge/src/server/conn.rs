@@ -27,6 +27,7 @@ use super::write::{Out, Piece};
 use super::Settings;
 use crate::body::BoxError;
 use crate::upstream::conn::poll_read_copied;
+use crate::upstream::request::ForwardOnly;
 
 /// Bytes of a next request kept while an answer is sent; past this the client is not read
 /// until the answer is over.
@@ -235,6 +236,11 @@ impl Conn {
         *request.uri_mut() = head.uri;
         *request.version_mut() = head.version;
         *request.headers_mut() = head.headers;
+        if !head.forward_only.is_empty() {
+            request
+                .extensions_mut()
+                .insert(ForwardOnly(head.forward_only));
+        }
         (request, reading)
     }
 

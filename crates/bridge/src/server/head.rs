@@ -13,16 +13,18 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, 
 
 use crate::error::ApiError;
 use crate::headers::{has_token, parse_decimal};
+use crate::upstream::request::{is_forward_only, HeaderLines};
 /// How a response body is delimited: the engine side's framing, which is the same grammar
 /// (`UntilClose` here: an HTTP/1.0 client and a body of unknown length).
 pub use crate::upstream::wire::Framing;
 
-/// A request head larger than this is refused (431): the 64 KiB of header bytes dispatch
-/// accepts, plus room for the request line.
+/// A request head larger than this is refused (431): the [`MAX_HEADER_BYTES`] accepted, plus
+/// room for the request line.
 pub const MAX_HEAD: usize = 72 << 10;
-/// Header lines parsed, at most. Past [`crate::dispatch::MAX_HEADERS`] dispatch refuses the
-/// request with its own message; past this the parser does, with the same status and code.
-const MAX_HEADERS: usize = 128;
+/// Most request headers accepted (431 past it).
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of request header names and values accepted (431 past it).
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -33,8 +35,10 @@ pub struct Head {
     pub uri: Uri,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// The headers, their values sharing the head's bytes.
+    /// The headers, their values sharing the head's bytes; but the forward-only ones.
     pub headers: HeaderMap,
+    /// The headers Bridge only forwards ([`is_forward_only`]), as the engine's lines.
+    pub forward_only: HeaderLines,
     /// How many body bytes follow, or that they come chunked.
     pub body: BodyLength,
     /// The client waits for `100 Continue` before it sends the body.
@@ -67,10 +71,8 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, ApiError> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(ApiError::headers_too_large(format!(
-                "the request has more than {} headers; at most {} are accepted",
-                MAX_HEADERS,
-                crate::dispatch::MAX_HEADERS
-            )))
+            "the request has more than {MAX_HEADERS} headers; at most {MAX_HEADERS} are accepted"
+        )))
         }
         Err(e) => return Err(invalid(format!("malformed request head: {e}"))),
     };
@@ -84,11 +86,32 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, ApiError> {
     let base = buf.as_ptr() as usize;
     let path = request.path.unwrap_or_default();
     let target = (path.as_ptr() as usize - base, path.len());
+    // A `connection` header listing other names makes them hop-by-hop (RFC 9110 §7.6.1): then
+    // every header goes to the map, where the engine's are made without the listed ones.
+    let lines = !request
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection") && lists_more_than_close(h.value));
+    let mut forward_only = HeaderLines::default();
     let mut spans = Vec::with_capacity(request.headers.len());
+    let mut bytes = 0;
     for h in request.headers.iter() {
+        bytes += h.name.len() + h.value.len();
+        if lines && is_forward_only(h.name.as_bytes()) {
+            if forward_only.is_empty() {
+                forward_only.reserve(512);
+            }
+            forward_only.push_raw(h.name.as_bytes(), h.value);
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| invalid(format!("invalid header name {:?}", h.name)))?;
         spans.push((name, h.value.as_ptr() as usize - base, h.value.len()));
+    }
+    if bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::headers_too_large(format!(
+            "the request headers are larger than {MAX_HEADER_BYTES} bytes"
+        )));
     }
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
@@ -112,10 +135,23 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, ApiError> {
         uri,
         version,
         headers,
+        forward_only,
         body,
         expect_continue,
         keep_alive,
     }))
+}
+
+/// Whether a `connection` value names anything but `close` and `keep-alive`.
+fn lists_more_than_close(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"close")
+                && !token.eq_ignore_ascii_case(b"keep-alive")
+        })
 }
 
 /// RFC 9112 §6.3 for requests. Anything ambiguous is refused rather than guessed, as a proxy

@@ -39,6 +39,47 @@ fn a_request_head_is_parsed_and_taken_off_the_buffer() {
 }
 
 #[test]
+fn forward_only_headers_become_lines_unless_connection_names_more() {
+    let sdk = "POST / HTTP/1.1\r\nAccept: application/json\r\nX-Stainless-OS: Linux\r\nUser-Agent: OpenAI/Python\r\nx-stainless-retry-count: 0\r\nConnection: keep-alive\r\ncontent-type: application/json\r\n\r\n";
+    let head = parse(sdk.as_bytes()).unwrap().unwrap();
+    assert_eq!(
+        head.forward_only.as_bytes(),
+        b"accept: application/json\r\nx-stainless-os: Linux\r\nuser-agent: OpenAI/Python\r\nx-stainless-retry-count: 0\r\n"
+    );
+    let names: Vec<_> = head.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["connection", "content-type"]);
+    // `connection` makes a header hop-by-hop by naming it: all stay in the map, where the
+    // engine's headers are made without it.
+    let listed = sdk.replace(
+        "Connection: keep-alive",
+        "Connection: keep-alive, X-Stainless-OS",
+    );
+    let head = parse(listed.as_bytes()).unwrap().unwrap();
+    assert!(head.forward_only.is_empty());
+    assert_eq!(head.headers["x-stainless-os"], "Linux");
+    assert_eq!(head.headers.len(), 6);
+}
+
+#[test]
+fn the_header_limits_count_forward_only_headers_too() {
+    let many: String = (0..=MAX_HEADERS)
+        .map(|i| format!("x-stainless-{i}: v\r\n"))
+        .collect();
+    let e = refused(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes());
+    assert_eq!(e.label(), "request_headers_too_large");
+    let half = "v".repeat(MAX_HEADER_BYTES / 2);
+    let big = format!("GET / HTTP/1.1\r\nuser-agent: {half}\r\nx-other: {half}\r\n\r\n");
+    let e = refused(big.as_bytes());
+    assert_eq!(e.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(e.message.contains("headers are larger"), "{}", e.message);
+    let fits = format!(
+        "GET / HTTP/1.1\r\nuser-agent: {}\r\n\r\n",
+        "v".repeat(60_000)
+    );
+    assert!(parse(fits.as_bytes()).unwrap().is_some());
+}
+
+#[test]
 fn a_head_split_anywhere_is_partial_until_whole() {
     let end = REQUEST.len() - 12;
     for cut in 0..end {

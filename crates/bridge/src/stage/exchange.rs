@@ -12,6 +12,7 @@ use crate::config::registry::{Deployment, Endpoint, Registry};
 use crate::fleet::{Fleet, Rates};
 use crate::observe::record::Record;
 use crate::observe::spans::Trace;
+use crate::upstream::request::HeaderLines;
 
 /// One request on its way through the stages.
 pub struct Exchange {
@@ -36,6 +37,9 @@ pub struct Exchange {
     pub owner: [u8; 32],
     /// The client's query string, for the routes that forward it.
     pub query: Option<String>,
+    /// The client's headers that are only forwarded, already the engine's lines (the rest are
+    /// in the client's header map).
+    pub forward_only: HeaderLines,
     /// The replica the request must reach (it holds the response the request names), by index.
     pub pinned: Option<usize>,
     /// The prefix affinity key, for a `balance = "prefix"` deployment.
@@ -82,6 +86,7 @@ impl Exchange {
             key: 0,
             owner: [0; 32],
             query: None,
+            forward_only: HeaderLines::default(),
             extra_route: None,
             deployment: None,
             fleet,

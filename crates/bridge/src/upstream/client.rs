@@ -162,16 +162,25 @@ impl Upstream {
     }
 }
 
-/// The engine's header lines, written from the client's headers in one pass (see
+/// The engine's header lines: `forward_only`, the lines the server already wrote (see
+/// [`super::request::is_forward_only`]), then the client's other headers in one pass (see
 /// [`HeaderLines`] for why not a second map). The `content-length` is the head's own.
 pub fn upstream_headers(
     client: &HeaderMap,
+    forward_only: HeaderLines,
     request_id: &HeaderValue,
     upstream_auth: Option<&HeaderValue>,
 ) -> HeaderLines {
     let listed = connection_listed(client);
-    // About a line's worth per header, Bridge's four included: SDK clients send ~15 headers.
-    let mut out = HeaderLines::with_capacity(64 * (client.len() + 4));
+    // About a line's worth per header, Bridge's four included.
+    let room = 64 * (client.len() + 4);
+    let mut out = if forward_only.is_empty() {
+        HeaderLines::with_capacity(room)
+    } else {
+        let mut lines = forward_only;
+        lines.reserve(room);
+        lines
+    };
     for (name, value) in client {
         let stripped = STRIP_REQUEST.contains(name)
             || STRIP_REQUEST_NAMED.contains(&name.as_str())

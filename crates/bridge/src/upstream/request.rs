@@ -5,6 +5,9 @@
 //! [`super::client::upstream_headers`] strips) and adds a few; nothing reads them again. Built
 //! as a second `HeaderMap`, each kept header was hashed into it and the map then walked to be
 //! written, ~2,000 instructions per request (callgrind); as lines, each is copied once.
+//!
+//! The headers Bridge never reads ([`is_forward_only`]) skip the client's map too: the server
+//! writes them as lines while it parses the head, and hands them on as [`ForwardOnly`].
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Uri};
@@ -32,11 +35,82 @@ impl HeaderLines {
         self.0.extend_from_slice(b"\r\n");
     }
 
+    /// Adds a line from a parsed head's bytes, its name lowercased as [`HeaderName`] would.
+    /// `name` must be a token and `value` hold no control bytes but tab: what `httparse`
+    /// accepts, and what the `http` crate's types would.
+    pub fn push_raw(&mut self, name: &[u8], value: &[u8]) {
+        debug_assert!(
+            HeaderName::from_bytes(name).is_ok() && HeaderValue::from_bytes(value).is_ok()
+        );
+        self.0.reserve(name.len() + value.len() + 4);
+        let at = self.0.len();
+        self.0.extend_from_slice(name);
+        // In place, where it is one pass without a capacity check per byte.
+        self.0[at..].make_ascii_lowercase();
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// Room for `bytes` more.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.0.reserve(bytes);
+    }
+
+    /// Whether no line was written.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The lines as written.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 }
+
+/// Whether a client's request header is one Bridge forwards to the engine and never reads:
+/// what the official SDKs send on every call besides the request's own (`accept`,
+/// `user-agent`, the Stainless-made SDKs' nine or so `x-stainless-*`, and fetch's
+/// `accept-language` and `sec-fetch-mode`). None is stripped by
+/// [`super::client::upstream_headers`].
+///
+/// Why: in the client's `HeaderMap` each of these cost ~1,370 instructions (a custom name is
+/// lowercased into an allocation of its own, hashed, stored, read back and freed), a third of
+/// an SDK request's instructions (callgrind, `HEADERS=sdk benchmarks/callgrind.py`).
+pub fn is_forward_only(name: &[u8]) -> bool {
+    const STAINLESS: &[u8] = b"x-stainless-";
+    let exact: &[u8] = match name.len() {
+        6 => b"accept",
+        10 => b"user-agent",
+        14 => b"sec-fetch-mode",
+        15 => b"accept-language",
+        _ => b"",
+    };
+    // An `x-stainless-*` name may have any of those lengths too (`x-stainless-os`: 14).
+    (!exact.is_empty() && starts_folded(name, exact))
+        || (name.len() > STAINLESS.len() && starts_folded(name, STAINLESS))
+}
+
+/// Whether `name` starts with `word` (lowercase letters and `-`) in any case, eight bytes at
+/// a time (`eq_ignore_ascii_case` went a byte at a time: ~90 instructions for each
+/// `x-stainless-` header). Exact for the token bytes a header name holds: each byte of `word`
+/// has the 0x20 bit, and the only other byte that ORs to it is its capital (or, for `-`, CR).
+fn starts_folded(name: &[u8], word: &[u8]) -> bool {
+    fn folded(bytes: &[u8]) -> u64 {
+        let mut eight = [0; 8];
+        eight[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(eight) | 0x2020_2020_2020_2020
+    }
+    name.len() >= word.len()
+        && (name[..word.len()].chunks(8))
+            .zip(word.chunks(8))
+            .all(|(a, w)| folded(a) == folded(w))
+}
+
+/// A client's forward-only headers ([`is_forward_only`]) as the engine's lines, in the
+/// request's extensions when it had any: the server wrote them while parsing its head.
+#[derive(Clone, Debug)]
+pub struct ForwardOnly(pub HeaderLines);
 
 /// A request to an engine.
 #[derive(Debug)]
@@ -84,5 +158,46 @@ mod tests {
             &HeaderValue::from_static("Bearer k"),
         );
         assert_eq!(lines.as_bytes(), b"x-a: 1\r\nauthorization: Bearer k\r\n");
+        lines.push_raw(b"X-Stainless-OS", b"Linux");
+        assert!(lines.as_bytes().ends_with(b"x-stainless-os: Linux\r\n"));
+    }
+
+    #[test]
+    fn forward_only_names_are_the_sdks_and_never_stripped() {
+        for name in [
+            "accept",
+            "User-Agent",
+            "X-Stainless-Retry-Count",
+            "x-stainless-lang",
+            "X-Stainless-OS",
+            "x-stainless-arc",
+            "accept-language",
+            "sec-fetch-mode",
+        ] {
+            assert!(is_forward_only(name.as_bytes()), "{name}");
+            let lower = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            let mut client = http::HeaderMap::new();
+            client.insert(lower.clone(), HeaderValue::from_static("v"));
+            let id = HeaderValue::from_static("id");
+            let lines =
+                super::super::client::upstream_headers(&client, HeaderLines::default(), &id, None);
+            let line = format!("{lower}: v\r\n");
+            assert!(
+                lines.as_bytes().starts_with(line.as_bytes()),
+                "{name} is stripped"
+            );
+        }
+        for name in [
+            "accept-encoding",
+            "authorization",
+            "x-stainless-",
+            "x-stainless",
+            "content-type",
+            "connection",
+            "x-api-key",
+            "accepts",
+        ] {
+            assert!(!is_forward_only(name.as_bytes()), "{name}");
+        }
     }
 }
