@@ -27,7 +27,6 @@ use super::write::{Out, Piece};
 use super::Settings;
 use crate::body::BoxError;
 use crate::upstream::conn::poll_read_copied;
-use crate::upstream::request::ForwardOnly;
 
 /// Bytes of a next request kept while an answer is sent; past this the client is not read
 /// until the answer is over.
@@ -231,17 +230,7 @@ impl Conn {
             // connection while the answer streams.
             self.buf = BytesMut::new();
         }
-        let mut request = Request::new(body);
-        *request.method_mut() = head.method;
-        *request.uri_mut() = head.uri;
-        *request.version_mut() = head.version;
-        *request.headers_mut() = head.headers;
-        if !head.forward_only.is_empty() {
-            request
-                .extensions_mut()
-                .insert(ForwardOnly(head.forward_only));
-        }
-        (request, reading)
+        (head.into_request(body), reading)
     }
 
     /// Whether the client went away; reads what it sends meanwhile into the buffer.

@@ -9,11 +9,11 @@ use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 use crate::error::ApiError;
 use crate::headers::{has_token, parse_decimal};
-use crate::upstream::request::{is_forward_only, HeaderLines};
+use crate::upstream::request::{is_forward_only, ForwardOnly, HeaderLines};
 /// How a response body is delimited: the engine side's framing, which is the same grammar
 /// (`UntilClose` here: an HTTP/1.0 client and a body of unknown length).
 pub use crate::upstream::wire::Framing;
@@ -45,6 +45,24 @@ pub struct Head {
     pub expect_continue: bool,
     /// The connection may carry another request after this one's answer.
     pub keep_alive: bool,
+}
+
+impl Head {
+    /// The request, with `body`. Its forward-only headers go in its extensions, as
+    /// [`ForwardOnly`], when it had any.
+    pub fn into_request<B>(self, body: B) -> Request<B> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        if !self.forward_only.is_empty() {
+            request
+                .extensions_mut()
+                .insert(ForwardOnly(self.forward_only));
+        }
+        request
+    }
 }
 
 /// How a request body is delimited (a request without either header has none).
