@@ -43,7 +43,7 @@ pub async fn call(
     let request = EngineRequest::new(method, uri, headers, ReqBody::new([payload]));
     let exchange = async {
         let response = Pool::default()
-            .send(request, CALL_TIMEOUT)
+            .send(request, CALL_TIMEOUT, std::time::Instant::now())
             .await
             .map_err(|e| format!("cannot reach the admin API at {base}: {e:?}"))?;
         let status = response.status().as_u16();

@@ -131,7 +131,10 @@ impl ReplicaState {
 
     /// Skipped for new work after consecutive failures, until its backoff ends.
     pub fn is_ejected(&self) -> bool {
-        now_ms() < self.ejected_until_ms.load(Ordering::Relaxed)
+        // Never ejected (or a check passed since): no clock reading, which the balancer would
+        // otherwise make for every replica of every request.
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
     }
 
     /// A successful answer: the failure streak and the backoff start over.
@@ -278,6 +281,7 @@ mod tests {
     #[test]
     fn ejection_after_consecutive_failures_with_doubling_backoff() {
         let state = ReplicaState::default();
+        assert!(!state.is_ejected());
         assert_eq!(state.record_failure(3), None);
         assert_eq!(state.record_failure(3), None);
         assert_eq!(state.record_failure(3), Some(Duration::from_secs(1)));

@@ -131,7 +131,15 @@ pub async fn park(
         if !wake.called.swap(true, Ordering::Relaxed) {
             let request = EngineRequest::bare(Method::POST, url.clone());
             tracing::info!(deployment = %deployment.id, url = %url, "calling the wake URL");
-            if let Err(e) = upstream.send(request, PROBE_TIMEOUT, PROBE_TIMEOUT).await {
+            if let Err(e) = upstream
+                .send(
+                    request,
+                    PROBE_TIMEOUT,
+                    PROBE_TIMEOUT,
+                    std::time::Instant::now(),
+                )
+                .await
+            {
                 tracing::warn!(deployment = %deployment.id, error = %e.message, "wake URL failed");
             }
         }

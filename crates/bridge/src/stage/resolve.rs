@@ -91,7 +91,7 @@ pub async fn served_model(
             }
             let request = EngineRequest::new(Method::GET, replica.uri(Endpoint::Models), headers, ReqBody::empty());
             let lookup = async {
-                let response = upstream.send(request, deployment.connect_timeout, MODEL_LOOKUP_TIMEOUT).await?;
+                let response = upstream.send(request, deployment.connect_timeout, MODEL_LOOKUP_TIMEOUT, std::time::Instant::now()).await?;
                 let body = Limited::new(response.into_body(), 1 << 20).collect().await;
                 let bytes = body.map(|c| c.to_bytes()).unwrap_or_default();
                 let list: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();

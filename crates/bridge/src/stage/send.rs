@@ -59,6 +59,9 @@ pub async fn send(
     }
     // The total deadline, and until when the request may park for a deployment that is waking.
     let (deadline, wake_until) = *ex.clocks.get_or_insert_with(|| {
+        if deployment.total_timeout.is_none() && deployment.wake.is_none() {
+            return (None, None);
+        }
         let now = tokio::time::Instant::now();
         let deadline = deployment.total_timeout.map(|t| now + t);
         (deadline, deployment.wake.as_ref().map(|w| now + w.timeout))
@@ -123,16 +126,18 @@ pub async fn send(
             return Err(ApiError::uri_too_long());
         };
         let request = EngineRequest::new(ex.method.clone(), uri, headers, body);
-        let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
-            let left = d.saturating_duration_since(tokio::time::Instant::now());
-            deployment.first_byte_timeout.min(left)
-        });
         if let Some(trace) = record.trace() {
             trace.attempt();
         }
+        // The attempt's one reading of the clock before its answer: the deadline, the timeout,
+        // the pool and the record all measure from it.
         let sent_at = Instant::now();
+        let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
+            let left = d.saturating_duration_since(tokio::time::Instant::from_std(sent_at));
+            deployment.first_byte_timeout.min(left)
+        });
         let result = upstream
-            .send(request, deployment.connect_timeout, wait)
+            .send(request, deployment.connect_timeout, wait, sent_at)
             .await
             .map(|response| response.map(EngineBody::new));
         record.waited(sent_at.elapsed());

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,6 +22,9 @@ use super::request::{EngineRequest, HeaderLines};
 use crate::error::ApiError;
 use crate::error::UpstreamFailure;
 use crate::headers::REQUEST_ID;
+
+/// A timeout this long never ends.
+const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// Request headers that must not be forwarded: connection-scoped (hop-by-hop), recomputed by
 /// Bridge, or the client's credentials.
@@ -121,7 +124,8 @@ impl Upstream {
     }
 
     /// Sends `request`, connecting within `connect` if no pooled connection is ready, and
-    /// waits up to `first_byte` (connecting included) for the response headers.
+    /// waits up to `first_byte` (connecting included) for the response headers; `now` is the
+    /// caller's reading of the clock as it sends (see [`Pool::send`]).
     ///
     /// Not an `async fn`, which would keep a second copy of the request beside the pool's
     /// future: every request's future is that much larger.
@@ -130,8 +134,11 @@ impl Upstream {
         request: EngineRequest,
         connect: Duration,
         first_byte: Duration,
+        now: Instant,
     ) -> impl Future<Output = Result<Response<PooledBody>, ApiError>> + '_ {
-        let sending = tokio::time::timeout(first_byte, self.pool.send(request, connect));
+        // Thirty years stands for "never", as in tokio's own `timeout` (no overflow).
+        let until = tokio::time::Instant::from_std(now) + first_byte.min(NEVER);
+        let sending = tokio::time::timeout_at(until, self.pool.send(request, connect, now));
         sending.map(move |result| match result {
             // Messages never name the replica's address: clients see them (the caller logs it).
             Ok(Ok(response)) => Ok(response),

@@ -117,7 +117,10 @@ pub async fn check_joining(registry: &Registry) {
 async fn probe(pool: &Pool, uri: http::Uri, timeout: Duration) -> bool {
     let request = EngineRequest::bare(http::Method::GET, uri);
     let answer = async {
-        let response = pool.send(request, timeout).await.ok()?;
+        let response = pool
+            .send(request, timeout, std::time::Instant::now())
+            .await
+            .ok()?;
         let ok = response.status().is_success();
         // Read the (small) body so the connection can be reused for the next probe.
         response.into_body().collect().await.ok()?;

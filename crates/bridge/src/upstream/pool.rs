@@ -84,7 +84,9 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// Sends `request` (absolute URI) over a pooled connection, or a new one opened within
-    /// `connect_timeout`.
+    /// `connect_timeout`. `now` is the caller's reading of the clock as it sends: the idle
+    /// connections' ages and the stale window are measured from it (a reading is a clock call,
+    /// and the request path had seven).
     ///
     /// Not an `async fn`: the head is written here, so the future holds its bytes and the body
     /// instead of the whole request (and, as an `async fn` would, a second copy of it).
@@ -92,6 +94,7 @@ impl Pool {
         &self,
         request: EngineRequest,
         connect_timeout: Duration,
+        now: Instant,
     ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + '_ {
         let head = match request.uri.authority() {
             Some(authority) => {
@@ -114,7 +117,7 @@ impl Pool {
         async move {
             let (authority, head) = head?;
             for attempt in 0..=MAX_STALE_TRIES {
-                let (mut conn, reused, opened) = match self.checkout(&authority) {
+                let (mut conn, reused, opened) = match self.checkout(&authority, now) {
                     Some(conn) if attempt < MAX_STALE_TRIES => (conn, true, None),
                     _ => {
                         let start = Instant::now();
@@ -122,7 +125,6 @@ impl Pool {
                         (conn, false, Some(Connected(start.elapsed())))
                     }
                 };
-                let sent_at = Instant::now();
                 if let Err(e) = conn.write_request(&head, &body).await {
                     if reused {
                         // The pooled connection had gone stale; the engine cannot have acted on a
@@ -151,9 +153,7 @@ impl Pool {
                     // A kept-alive connection the engine closed as the request went out: the close
                     // raced the request, no answer began, and it came too soon for the engine to
                     // have worked on it. Treated like an unwritten request.
-                    Err(HeadError::ClosedEmpty)
-                        if reused && sent_at.elapsed() < STALE_CLOSE_WINDOW =>
-                    {
+                    Err(HeadError::ClosedEmpty) if reused && now.elapsed() < STALE_CLOSE_WINDOW => {
                         return Err(SendError::NotSent(
                             "a kept-alive connection was closed as the request was sent".into(),
                         ))
@@ -194,11 +194,11 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still usable.
-    fn checkout(&self, authority: &Authority) -> Option<Box<Conn>> {
+    fn checkout(&self, authority: &Authority, now: Instant) -> Option<Box<Conn>> {
         let mut map = self.inner.idle.lock().ok()?;
         let idle = map.get_mut(authority.as_str())?;
         while let Some(c) = idle.pop() {
-            if c.since.elapsed() < POOL_IDLE && c.conn.idle_ok() {
+            if now.saturating_duration_since(c.since) < POOL_IDLE && c.conn.idle_ok() {
                 return Some(c.conn);
             }
         }
