@@ -50,6 +50,7 @@ pub async fn figure(
         arm,
         addr: server.addr.clone(),
         path: off.path.clone(),
+        headers: &[],
     };
     let targets = [
         off.clone(),

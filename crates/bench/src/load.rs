@@ -24,7 +24,29 @@ pub struct Target {
     pub addr: String,
     /// Path of the chat completions route on this arm.
     pub path: String,
+    /// Headers sent besides `host`, `content-type` and `content-length`.
+    pub headers: &'static [(&'static str, &'static str)],
 }
+
+/// What the official Python SDK sends on every call besides those three (its `X-Stainless-*`
+/// in lowercase, as hyper writes every name): real clients' requests, which cost a proxy more
+/// than the bare request the other figures send.
+pub const SDK_HEADERS: [(&str, &str); 14] = [
+    ("accept", "application/json"),
+    ("accept-encoding", "gzip, deflate"),
+    ("user-agent", "OpenAI/Python 1.99.0"),
+    ("authorization", "Bearer sk-bench"),
+    ("connection", "keep-alive"),
+    ("x-stainless-lang", "python"),
+    ("x-stainless-package-version", "1.99.0"),
+    ("x-stainless-os", "Linux"),
+    ("x-stainless-arch", "x64"),
+    ("x-stainless-runtime", "CPython"),
+    ("x-stainless-runtime-version", "3.11.2"),
+    ("x-stainless-async", "false"),
+    ("x-stainless-retry-count", "0"),
+    ("x-stainless-read-timeout", "600"),
+];
 
 /// Latencies in nanoseconds and counts of one run.
 pub struct Run {
@@ -86,6 +108,12 @@ pub fn request(target: &Target, body: &Bytes) -> Request<Full<Bytes>> {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    for (name, value) in target.headers {
+        headers.insert(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static(value),
+        );
+    }
     request
 }
 

@@ -2,6 +2,7 @@
 //! interleaved run on one machine (see ../shared/docs/benchmarks.md and BENCHMARKS.md).
 //! Run it through `scripts/bench.sh`, which installs nginx and builds in release mode.
 
+mod chart;
 mod limits;
 mod load;
 mod procs;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use load::{chat_body, closed_loop, Limit, Target};
-use procs::{cpu_seconds, process_tree, rss_kib, Result};
+use procs::{cpu_seconds, machine, process_tree, rss_kib, Result};
 use report::{BodyPoint, Cpu, Latency, Memory, Results, StreamPoint, SweepPoint};
 use stream::{paced, StreamSpec};
 
@@ -36,7 +37,7 @@ struct Args {
     /// Concurrent streams in the scale run (see Plan::new for why the default is 9,900).
     #[arg(long, default_value_t = 9900)]
     scale_streams: usize,
-    /// Run only these figures (latency, sweep, bodies, streams, limits; and soak, which runs
+    /// Run only these figures (latency, sweep, sdk, bodies, streams, limits; and soak, which runs
     /// only when named), for profiling work.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -140,16 +141,19 @@ async fn run(args: Args) -> Result<()> {
             arm: "direct",
             addr: engine.addr.clone(),
             path: "/v1/chat/completions".into(),
+            headers: &[],
         },
         Target {
             arm: "bridge",
             addr: bridge.addr.clone(),
             path: "/v1/direct/chat/completions".into(),
+            headers: &[],
         },
         Target {
             arm: "nginx",
             addr: nginx.addr.clone(),
             path: "/v1/chat/completions".into(),
+            headers: &[],
         },
     ];
     if let Some(baseline) = &baseline {
@@ -157,6 +161,7 @@ async fn run(args: Args) -> Result<()> {
             arm: "baseline",
             addr: baseline.addr.clone(),
             path: "/v1/direct/chat/completions".into(),
+            headers: &[],
         });
     }
     let mut results = Results {
@@ -222,12 +227,32 @@ async fn run(args: Args) -> Result<()> {
             if concurrency == 32 && !pids.is_empty() {
                 results.cpu.push(Cpu {
                     arm: t.arm.into(),
+                    rps: run.rps(),
                     requests: run.completed,
                     cpu_seconds: cpu,
                     cpu_ms_per_1000: cpu * 1000.0 / (run.completed.max(1) as f64 / 1000.0),
                 });
             }
         }
+    }
+
+    phase("the official SDK's headers at concurrency 32");
+    for t in targets.iter().filter(|_| wanted("sdk")) {
+        let pids = proxy_pids(t.arm);
+        let sdk = Target {
+            headers: &load::SDK_HEADERS,
+            ..t.clone()
+        };
+        let cpu_before = cpu_seconds(&pids);
+        let run = closed_loop(&sdk, small.clone(), 32, Limit::Time(plan.sweep_time)).await?;
+        let cpu = cpu_seconds(&pids) - cpu_before;
+        results.cpu_sdk.push(Cpu {
+            arm: t.arm.into(),
+            rps: run.rps(),
+            requests: run.completed,
+            cpu_seconds: cpu,
+            cpu_ms_per_1000: cpu * 1000.0 / (run.completed.max(1) as f64 / 1000.0),
+        });
     }
 
     phase("request body sizes");
@@ -363,15 +388,4 @@ async fn run(args: Args) -> Result<()> {
     drop((engine, bridge, nginx));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// Cores and CPU model, for the record.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']));
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores, {}", model.unwrap_or("unknown CPU"))
 }

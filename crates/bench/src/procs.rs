@@ -313,3 +313,14 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
         })
         .sum()
 }
+
+/// Cores and CPU model, for the record.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {}", model.unwrap_or("unknown CPU"))
+}

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::chart::chart;
 use crate::procs::Result;
 
 #[derive(Debug, Default, Serialize)]
@@ -21,6 +22,8 @@ pub struct Results {
     /// Bridge's RSS (KiB) against its open streams, sampled during the scale run.
     pub rss_curve: Vec<(usize, u64)>,
     pub cpu: Vec<Cpu>,
+    /// The same, with the official Python SDK's headers.
+    pub cpu_sdk: Vec<Cpu>,
     /// Bridge without limits, with limits per instance, with limits shared through Redis.
     pub limits: Vec<crate::limits::LimitsPoint>,
 }
@@ -78,6 +81,7 @@ pub struct Memory {
 #[derive(Debug, Clone, Serialize)]
 pub struct Cpu {
     pub arm: String,
+    pub rps: f64,
     pub requests: u64,
     pub cpu_seconds: f64,
     pub cpu_ms_per_1000: f64,
@@ -175,26 +179,13 @@ impl Results {
             m.after_kib as f64 / 1024.0,
             100.0 * (m.after_kib as f64 - m.idle_kib as f64) / m.idle_kib.max(1) as f64
         );
-        let _ = writeln!(
-            out,
-            "\n| arm | requests | CPU s | CPU ms per 1,000 requests |\n|---|---|---|---|"
-        );
-        for c in &self.cpu {
+        cpu_table(&mut out, &self.cpu);
+        if !self.cpu_sdk.is_empty() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.2} | {:.1} |",
-                c.arm, c.requests, c.cpu_seconds, c.cpu_ms_per_1000
+                "\n### With the official Python SDK's headers (c=32, small chat body)\n"
             );
-        }
-        if let (Some(b), Some(n)) = (
-            find(&self.cpu, |c| c.arm == "bridge"),
-            find(&self.cpu, |c| c.arm == "nginx"),
-        ) {
-            let _ = writeln!(
-                out,
-                "\nBridge CPU per request / nginx's: {:.2}",
-                ratio(b.cpu_ms_per_1000, n.cpu_ms_per_1000)
-            );
+            cpu_table(&mut out, &self.cpu_sdk);
         }
         self.limits_table(&mut out);
         out
@@ -308,106 +299,35 @@ impl Results {
     }
 }
 
+/// Per arm: throughput and the proxy's CPU; Bridge's CPU per request against nginx's.
+fn cpu_table(out: &mut String, cpu: &[Cpu]) {
+    let _ = writeln!(
+        out,
+        "\n| arm | requests | req/s | CPU s | CPU ms per 1,000 requests |\n|---|---|---|---|---|"
+    );
+    for c in cpu {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2} | {:.1} |",
+            c.arm, c.requests, c.rps, c.cpu_seconds, c.cpu_ms_per_1000
+        );
+    }
+    if let (Some(b), Some(n)) = (
+        find(cpu, |c| c.arm == "bridge"),
+        find(cpu, |c| c.arm == "nginx"),
+    ) {
+        let _ = writeln!(
+            out,
+            "\nBridge CPU per request / nginx's: {:.2}",
+            ratio(b.cpu_ms_per_1000, n.cpu_ms_per_1000)
+        );
+    }
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
     } else {
         0.0
-    }
-}
-
-/// A small SVG line chart: one polyline and legend entry per series.
-fn chart(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-    log_x: bool,
-) -> String {
-    const W: f64 = 640.0;
-    const H: f64 = 400.0;
-    const PAD: f64 = 60.0;
-    const COLORS: [&str; 3] = ["#555555", "#d62728", "#1f77b4"];
-    let tx = |x: f64| if log_x { x.max(1.0).log10() } else { x };
-    let all: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|&(x, y)| (tx(x), y)))
-        .collect();
-    let (x_min, x_max) = all
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), &(x, _)| (a.min(x), b.max(x)));
-    let y_max = all.iter().fold(0.0f64, |m, &(_, y)| m.max(y)) * 1.1;
-    let (x_min, x_max) = if x_max > x_min {
-        (x_min, x_max)
-    } else {
-        (x_min - 1.0, x_min + 1.0)
-    };
-    let y_max = if y_max > 0.0 { y_max } else { 1.0 };
-    let px = |x: f64| PAD + (tx(x) - x_min) / (x_max - x_min) * (W - 2.0 * PAD);
-    let py = |y: f64| H - PAD - y / y_max * (H - 2.0 * PAD);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n\
-         <line x1=\"{PAD}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\n\
-         <text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">{y_label}</text>\n",
-        W / 2.0, H - PAD, W - PAD, H - PAD, H - PAD, W / 2.0, H - 16.0, H / 2.0, H / 2.0
-    );
-    for i in 0..=4 {
-        let y = y_max * f64::from(i) / 4.0;
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            PAD - 6.0,
-            py(y) + 4.0,
-            short(y)
-        );
-    }
-    let mut xs: Vec<f64> = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
-        .collect();
-    xs.sort_by(f64::total_cmp);
-    xs.dedup();
-    let step = (xs.len() / 8).max(1);
-    for x in xs.iter().step_by(step) {
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            px(*x),
-            H - PAD + 16.0,
-            short(*x)
-        );
-    }
-    for (i, (name, points)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        let _ = writeln!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
-            path.join(" ")
-        );
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>",
-            W - PAD - 60.0,
-            PAD + 16.0 * i as f64
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
-}
-
-fn short(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.0}k", v / 1000.0)
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
     }
 }
