@@ -1,10 +1,10 @@
-//! Header names Bridge reads and sets on every request, parsed once, and the two readings of
-//! header values that both of its HTTP/1.1 sides (client and engine) make.
+//! Header names Bridge reads and sets on every request, parsed once, and the reading of a
+//! `content-length` that both of its HTTP/1.1 sides (client and engine) make.
 //!
 //! A `&str` header name is parsed and validated each time it is used as a key (a few hundred
 //! instructions); these constants are built at compile time, so the hot path only compares.
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 
 /// The request id: the client's when sane, else a new one; sent to the engine and back.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -52,14 +52,4 @@ pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
             .iter()
             .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
     )
-}
-
-/// Whether a comma-separated header (`connection`, `transfer-encoding`) lists `token`.
-pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }

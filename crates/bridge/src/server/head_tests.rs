@@ -48,6 +48,10 @@ fn forward_only_headers_become_lines_unless_connection_names_more() {
     );
     let names: Vec<_> = head.headers.keys().map(|n| n.as_str()).collect();
     assert_eq!(names, ["connection", "content-type"]);
+    // Lines written otherwise (no space, more spaces, a bare LF) come out the same.
+    let odd = "POST / HTTP/1.1\r\nAccept:application/json\r\nX-Stainless-OS:   Linux  \r\nUser-Agent: OpenAI/Python\nx-stainless-retry-count: 0\r\n\r\n";
+    let same = parse(odd.as_bytes()).unwrap().unwrap();
+    assert_eq!(same.forward_only, head.forward_only);
     // `connection` makes a header hop-by-hop by naming it: all stay in the map, where the
     // engine's headers are made without it.
     let listed = sdk.replace(

@@ -52,6 +52,16 @@ impl HeaderLines {
         self.0.extend_from_slice(b"\r\n");
     }
 
+    /// Adds a whole line as a parsed head holds it (`name: value\r\n`, one space after the
+    /// colon), its first `name_len` bytes lowercased: one copy where [`Self::push_raw`] makes
+    /// four (~90 instructions a line). The same conditions as `push_raw`.
+    pub fn push_line(&mut self, line: &[u8], name_len: usize) {
+        debug_assert!(line.ends_with(b"\r\n") && line[name_len..].starts_with(b": "));
+        let at = self.0.len();
+        self.0.extend_from_slice(line);
+        self.0[at..at + name_len].make_ascii_lowercase();
+    }
+
     /// Room for `bytes` more.
     pub fn reserve(&mut self, bytes: usize) {
         self.0.reserve(bytes);
