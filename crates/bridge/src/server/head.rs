@@ -88,9 +88,10 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, ApiError> {
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(too_large()),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
+            let most = MAX_HEADERS;
             return Err(ApiError::headers_too_large(format!(
-            "the request has more than {MAX_HEADERS} headers; at most {MAX_HEADERS} are accepted"
-        )))
+                "the request has more than {most} headers, the most accepted"
+            )));
         }
         Err(e) => return Err(invalid(format!("malformed request head: {e}"))),
     };
@@ -114,22 +115,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, ApiError> {
     for h in request.headers.iter() {
         bytes += h.name.len() + h.value.len();
         if lines && is_forward_only(h.name.as_bytes()) {
-            if forward_only.is_empty() {
-                forward_only.reserve(512);
-            }
-            // As written when it is `name: value\r\n` (what clients send), else rebuilt.
-            let (at, name_len) = (h.name.as_ptr() as usize - base, h.name.len());
-            let value_at = h.value.as_ptr() as usize - base;
-            match buf.get(at..value_at + h.value.len() + 2) {
-                Some(line)
-                    if value_at == at + name_len + 2
-                        && line[name_len..].starts_with(b": ")
-                        && line.ends_with(b"\r\n") =>
-                {
-                    forward_only.push_line(line, name_len)
-                }
-                _ => forward_only.push_raw(h.name.as_bytes(), h.value),
-            }
+            push_forward_only(&mut forward_only, buf, h);
             continue;
         }
         let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -164,6 +150,27 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, ApiError> {
         expect_continue,
         keep_alive,
     }))
+}
+
+/// Writes a forward-only header of the head in `buf` as the engine's line: copied whole when
+/// the client wrote it as `name: value\r\n` (what clients send), else rebuilt.
+fn push_forward_only(lines: &mut HeaderLines, buf: &[u8], h: &httparse::Header<'_>) {
+    if lines.is_empty() {
+        lines.reserve(512);
+    }
+    let base = buf.as_ptr() as usize;
+    let (at, name_len) = (h.name.as_ptr() as usize - base, h.name.len());
+    let value_at = h.value.as_ptr() as usize - base;
+    match buf.get(at..value_at + h.value.len() + 2) {
+        Some(line)
+            if value_at == at + name_len + 2
+                && line[name_len..].starts_with(b": ")
+                && line.ends_with(b"\r\n") =>
+        {
+            lines.push_line(line, name_len)
+        }
+        _ => lines.push_raw(h.name.as_bytes(), h.value),
+    }
 }
 
 /// What a request's `connection` and `expect` headers say, read from the raw lines before any
