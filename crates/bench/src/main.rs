@@ -2,6 +2,7 @@
 //! interleaved run on one machine (see ../shared/docs/benchmarks.md and BENCHMARKS.md).
 //! Run it through `scripts/bench.sh`, which installs nginx and builds in release mode.
 
+mod bodies;
 mod chart;
 mod limits;
 mod load;
@@ -19,7 +20,7 @@ use clap::Parser;
 
 use load::{chat_body, closed_loop, Limit, Target};
 use procs::{cpu_seconds, machine, process_tree, rss_kib, Result};
-use report::{BodyPoint, Cpu, Latency, Memory, Results, StreamPoint, SweepPoint};
+use report::{Cpu, Latency, Memory, Results, StreamPoint, SweepPoint};
 use stream::{paced, StreamSpec};
 
 #[derive(Parser)]
@@ -256,28 +257,8 @@ async fn run(args: Args) -> Result<()> {
     }
 
     phase("request body sizes");
-    for size in [1 << 10, 100 << 10, 1 << 20]
-        .into_iter()
-        .filter(|_| wanted("bodies"))
-    {
-        let body = chat_body(size, "");
-        let mut per_arm: Vec<_> = targets.iter().map(|_| load::histogram()).collect();
-        for _ in 0..5 {
-            for (i, t) in targets.iter().enumerate() {
-                let run = closed_loop(t, body.clone(), 1, Limit::Requests(plan.body_requests / 5))
-                    .await?;
-                let _ = per_arm[i].add(&run.latency);
-            }
-        }
-        for (t, h) in targets.iter().zip(&per_arm) {
-            let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-            results.bodies.push(BodyPoint {
-                arm: t.arm.into(),
-                bytes: size,
-                p50_us: us(0.5),
-                p99_us: us(0.99),
-            });
-        }
+    if wanted("bodies") {
+        results.bodies = bodies::run(&targets, &engine, &dir, plan.body_requests).await?;
     }
 
     for (spec, label) in [(plan.events, "events"), (plan.scale, "scale")]

@@ -204,6 +204,18 @@ fn free_port() -> Result<u16> {
 /// nginx as a plain reverse proxy to `engine`: one worker per core, a keep-alive upstream pool,
 /// no buffering (so streams pass through) — the practical limit for "one extra hop".
 pub async fn start_nginx(engine: &Server, dir: &Path) -> Result<Server> {
+    start_nginx_as(engine, &dir.join("nginx"), "off").await
+}
+
+/// The same nginx, but reading each request's whole body before it forwards it
+/// (`proxy_request_buffering on`, in memory up to 2 MiB): what a proxy that routes by a field
+/// of the body must do, since the field may come last.
+pub async fn start_nginx_buffered(engine: &Server, dir: &Path) -> Result<Server> {
+    start_nginx_as(engine, &dir.join("nginx-buffered"), "on").await
+}
+
+async fn start_nginx_as(engine: &Server, dir: &Path, request_buffering: &str) -> Result<Server> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let port = free_port()?;
     let conf = format!(
         r#"worker_processes 2;
@@ -226,7 +238,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
-            proxy_request_buffering off;
+            proxy_request_buffering {request_buffering};
         }}
     }}
 }}
