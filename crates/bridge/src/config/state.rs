@@ -27,8 +27,14 @@ const RETRY_FLOOR_PER_SECOND: u64 = 10;
 const RETRY_RATIO: u64 = 5;
 
 fn now_ms() -> u64 {
+    ms_at(Instant::now())
+}
+
+/// Milliseconds from the process's first reading to `at`.
+fn ms_at(at: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    at.saturating_duration_since(epoch).as_millis() as u64
 }
 
 /// Load and health of one replica, shared by all workers.
@@ -194,9 +200,10 @@ impl RetryBudget {
         }
     }
 
-    /// Counts a request toward this second's allowance.
-    pub fn record_request(&self) {
-        self.record_request_at(now_ms() / 1000);
+    /// Counts a request toward the allowance of the second `at` (the caller's reading of the
+    /// clock) falls in.
+    pub fn record_request(&self, at: Instant) {
+        self.record_request_at(ms_at(at) / 1000);
     }
 
     /// Takes one retry from the budget if there is one left this second.

@@ -47,6 +47,8 @@ pub struct Exchange {
     /// The request's total deadline and parking limit, set when it is first sent: a request
     /// that moves to a newer generation of its deployment keeps them.
     pub clocks: Option<(Option<tokio::time::Instant>, Option<tokio::time::Instant>)>,
+    /// Counted toward its deployment's retry budget (at its first attempt).
+    pub counted: bool,
     /// The deployment serving the request, once resolved.
     pub deployment: Option<Arc<Deployment>>,
     /// The fleet's limits.
@@ -83,6 +85,7 @@ impl Exchange {
             pinned: None,
             affinity: None,
             clocks: None,
+            counted: false,
             key: 0,
             owner: [0; 32],
             query: None,

@@ -53,10 +53,6 @@ pub async fn send(
         }
         None => None,
     };
-    // A request that moved to a newer generation was counted, and keeps its clocks.
-    if ex.clocks.is_none() {
-        deployment.retry_budget.record_request();
-    }
     // The total deadline, and until when the request may park for a deployment that is waking.
     let (deadline, wake_until) = *ex.clocks.get_or_insert_with(|| {
         if deployment.total_timeout.is_none() && deployment.wake.is_none() {
@@ -130,8 +126,13 @@ pub async fn send(
             trace.attempt();
         }
         // The attempt's one reading of the clock before its answer: the deadline, the timeout,
-        // the pool and the record all measure from it.
+        // the pool, the retry budget and the record all measure from it.
         let sent_at = Instant::now();
+        // Counted once, at its first attempt (a request that moved to a newer generation was).
+        if !ex.counted {
+            ex.counted = true;
+            deployment.retry_budget.record_request(sent_at);
+        }
         let wait = deadline.map_or(deployment.first_byte_timeout, |d| {
             let left = d.saturating_duration_since(tokio::time::Instant::from_std(sent_at));
             deployment.first_byte_timeout.min(left)
