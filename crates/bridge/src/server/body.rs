@@ -9,6 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -26,6 +27,36 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A body read this far into its buffer at once, at most (its frames are joined by the read
 /// stage; a smaller read only means more of them).
 const READ_AHEAD: usize = 64 << 10;
+/// A body of a declared length up to this (and over [`READ_AHEAD`]) is read into one buffer
+/// sized for it and handed on as one frame, which the read stage keeps as it is: joining its
+/// 64 KiB frames was a copy of the whole body (~1M instructions for 1 MiB).
+const WHOLE_MAX: u64 = 4 << 20;
+/// What bodies still being read may hold reserved that way, across the process. A client that
+/// declares a length and sends little makes Bridge reserve all of it, so slow clients together
+/// never reserve more than this; past it, bodies are read in frames, as smaller ones are.
+const WHOLE_BUDGET: usize = 64 << 20;
+static RESERVED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of [`WHOLE_BUDGET`] a body holds until it is whole (or dropped).
+#[derive(Debug)]
+struct Reservation(usize);
+
+impl Reservation {
+    /// `bytes` of the budget, if that much is left.
+    fn take(bytes: usize) -> Option<Self> {
+        let fits = |held: usize| held.checked_add(bytes).filter(|&h| h <= WHOLE_BUDGET);
+        RESERVED
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, fits)
+            .ok()
+            .map(|_| Reservation(bytes))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        RESERVED.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
 
 /// A client connection's socket, shared by the connection and its request's body.
 #[derive(Debug)]
@@ -92,6 +123,11 @@ struct Reading {
     continue_left: usize,
     /// The bytes beyond the body went back to the connection.
     handed_back: bool,
+    /// Whether the body is read whole into one buffer was decided (at its first poll: after
+    /// the read stage checked its declared length against the limit).
+    sized: bool,
+    /// Held while the body is read whole into one buffer.
+    whole: Option<Reservation>,
 }
 
 impl ClientBody {
@@ -118,15 +154,36 @@ impl ClientBody {
             decoder: Decoder::new(framing),
             continue_left,
             handed_back: false,
+            sized: false,
+            whole: None,
         })))
     }
 }
 
 impl Reading {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        if !self.sized {
+            self.sized = true;
+            if let Decoder::Length(left @ 0..=WHOLE_MAX) = self.decoder {
+                let left = left as usize;
+                if left - left.min(self.buf.len()) > READ_AHEAD {
+                    self.whole = Reservation::take(left);
+                }
+            }
+        }
         loop {
-            match self.decoder.decode(&mut self.buf) {
+            let short = match self.decoder {
+                Decoder::Length(left) => (self.buf.len() as u64) < left,
+                _ => false,
+            };
+            // Read whole: nothing is decoded before all of it is in.
+            let decoded = match self.whole.is_some() && short {
+                true => Ok(Decoded::NeedMore),
+                false => self.decoder.decode(&mut self.buf),
+            };
+            match decoded {
                 Ok(Decoded::Data(data)) => {
+                    self.whole = None;
                     if self.decoder.is_done() {
                         self.hand_back();
                     }
@@ -152,6 +209,10 @@ impl Reading {
                 }
             }
             let want = match self.decoder {
+                // Room for all of it at once: the buffer then never grows (grown, it is copied).
+                Decoder::Length(left) if self.whole.is_some() => {
+                    (left as usize).saturating_sub(self.buf.len())
+                }
                 Decoder::Length(left) => {
                     usize::try_from(left).map_or(READ_AHEAD, |l| l.min(READ_AHEAD))
                 }
@@ -213,5 +274,59 @@ impl Body for ClientBody {
                 _ => SizeHint::default(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+
+    /// The frames of a `len`-byte body its client writes in 16 KiB pieces.
+    async fn frames(len: usize) -> Vec<Bytes> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let writer = tokio::spawn({
+            let sent = sent.clone();
+            async move {
+                let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+                for piece in sent.chunks(16 << 10) {
+                    client.write_all(piece).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                client
+            }
+        });
+        let (io, _) = listener.accept().await.unwrap();
+        let mut body = ClientBody::reading(
+            Shared::new(io),
+            BytesMut::new(),
+            BodyLength::Length(len as u64),
+            false,
+        );
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        drop(writer.await.unwrap());
+        assert_eq!(frames.concat(), sent);
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_body_of_a_declared_size_comes_whole_in_one_frame() {
+        assert_eq!(frames(1 << 20).await.len(), 1);
+        // Past the size read whole, frames as they come (their bytes checked all the same).
+        assert!(!frames((WHOLE_MAX + 1) as usize).await.is_empty());
+    }
+
+    #[test]
+    fn the_budget_for_bodies_read_whole_is_bounded_and_given_back() {
+        let most = Reservation::take(WHOLE_BUDGET - (8 << 20)).unwrap();
+        assert!(Reservation::take(16 << 20).is_none());
+        drop(most);
+        assert!(Reservation::take(16 << 20).is_some());
     }
 }
