@@ -68,6 +68,7 @@ where
     let read = Limited::new(body, limit_usize).collect();
     match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(ApiError::body_read_timeout(timeout)),
+        // One frame (a client's body of a declared length, `server::body`) is kept as it is.
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::payload_too_large(limit))
