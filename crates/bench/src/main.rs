@@ -226,13 +226,7 @@ async fn run(args: Args) -> Result<()> {
                 errors: run.errors,
             });
             if concurrency == 32 && !pids.is_empty() {
-                results.cpu.push(Cpu {
-                    arm: t.arm.into(),
-                    rps: run.rps(),
-                    requests: run.completed,
-                    cpu_seconds: cpu,
-                    cpu_ms_per_1000: cpu * 1000.0 / (run.completed.max(1) as f64 / 1000.0),
-                });
+                results.cpu.push(Cpu::of(t.arm, &run, cpu));
             }
         }
     }
@@ -247,13 +241,7 @@ async fn run(args: Args) -> Result<()> {
         let cpu_before = cpu_seconds(&pids);
         let run = closed_loop(&sdk, small.clone(), 32, Limit::Time(plan.sweep_time)).await?;
         let cpu = cpu_seconds(&pids) - cpu_before;
-        results.cpu_sdk.push(Cpu {
-            arm: t.arm.into(),
-            rps: run.rps(),
-            requests: run.completed,
-            cpu_seconds: cpu,
-            cpu_ms_per_1000: cpu * 1000.0 / (run.completed.max(1) as f64 / 1000.0),
-        });
+        results.cpu_sdk.push(Cpu::of(t.arm, &run, cpu));
     }
 
     phase("request body sizes");

@@ -87,6 +87,19 @@ pub struct Cpu {
     pub cpu_ms_per_1000: f64,
 }
 
+impl Cpu {
+    /// What `arm`'s proxy spent, `cpu_seconds` of CPU, on `run`.
+    pub fn of(arm: &str, run: &crate::load::Run, cpu_seconds: f64) -> Self {
+        Cpu {
+            arm: arm.into(),
+            rps: run.rps(),
+            requests: run.completed,
+            cpu_seconds,
+            cpu_ms_per_1000: cpu_seconds * 1000.0 / (run.completed.max(1) as f64 / 1000.0),
+        }
+    }
+}
+
 fn find<T>(items: &[T], pred: impl Fn(&T) -> bool) -> Option<&T> {
     items.iter().find(|i| pred(i))
 }
