@@ -211,13 +211,18 @@ pub fn upstream_headers(
     out
 }
 
-/// The headers a message's `Connection` header lists: hop-by-hop too (rare: only then parsed).
+/// The headers a message's `Connection` header lists: hop-by-hop too. `close` and
+/// `keep-alive`, what clients send (the Python SDK on every request), name no header Bridge
+/// would forward, so they are skipped before a name is made of them (`keep-alive` is no
+/// standard name: an allocation, and a `Vec` for it, per request).
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect()
 }
