@@ -166,7 +166,7 @@ impl Reading {
             self.sized = true;
             if let Decoder::Length(left @ 0..=WHOLE_MAX) = self.decoder {
                 let left = left as usize;
-                if left - left.min(self.buf.len()) > READ_AHEAD {
+                if left.saturating_sub(self.buf.len()) > READ_AHEAD {
                     self.whole = Reservation::take(left);
                 }
             }
